@@ -1,0 +1,101 @@
+//! The TOML schema as serde sees it. Spans are kept where validation needs to point back
+//! into the file; unknown keys are rejected by serde with their position.
+
+use super::units::{DurationStr, SizeStr};
+use super::{ConfigError, Isolation, OnError};
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: BTreeMap<Spanned<String>, RawUpstream>,
+    #[serde(default, rename = "plugin")]
+    pub plugins: BTreeMap<Spanned<String>, RawPlugin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRuntime {
+    pub workers: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub name: Spanned<String>,
+    pub listen: Spanned<String>,
+    #[serde(default)]
+    #[allow(dead_code)] // only "http" exists so far; serde rejects anything else
+    pub protocol: RawProtocol,
+    pub header_read_timeout: Option<DurationStr>,
+    pub max_header_size: Option<SizeStr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RawProtocol {
+    #[default]
+    Http,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub listener: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub upstream: Spanned<String>,
+    #[serde(default)]
+    pub plugins: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    pub balancer: Option<RawBalancer>,
+    pub connect_timeout: Option<DurationStr>,
+    pub response_timeout: Option<DurationStr>,
+    pub idle_timeout: Option<DurationStr>,
+    pub max_idle: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawBalancer {
+    RoundRobin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlugin {
+    pub wasm: Spanned<String>,
+    pub config: Option<toml::Value>,
+    pub on_error: Option<OnError>,
+    pub isolation: Option<Isolation>,
+    pub timeout: Option<DurationStr>,
+    pub memory_limit: Option<SizeStr>,
+    pub pool_size: Option<usize>,
+}
+
+impl RawConfig {
+    /// Parses TOML `text` from `file`, reporting the failing key's path and position.
+    pub fn parse(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::at(file, text, e.span(), "", e.message().trim()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError::at(file, text, inner.span(), if key == "." { String::new() } else { key }, inner.message().trim())
+        })
+    }
+}

@@ -1,0 +1,110 @@
+//! The L7 request path, phase by phase.
+//!
+//! [`handle`] reads top to bottom as the life of a request:
+//! 1. **validate** framing headers (smuggling shapes get 400);
+//! 2. **route** by host and longest path prefix (no match: 404);
+//! 3. **request filters**: the route's plugin chain may edit the head, pick another upstream,
+//!    or answer directly;
+//! 4. **choose an endpoint** with the upstream's balancer;
+//! 5. **forward** over a pooled connection (connect failure 502, no response in time 504);
+//! 6. **response filters**: the chain in reverse order may edit the response head;
+//! 7. **log**, and stream the body back.
+
+pub mod body;
+mod filters;
+pub mod headers;
+pub mod responses;
+pub mod router;
+
+pub use body::ProxyBody;
+pub use headers::{request_authority, rewrite_path_and_query};
+
+use crate::plugin::{RequestView, ResponseView};
+use crate::runtime::server::Shared;
+use crate::upstream::{self, ForwardError};
+use filters::ChainRun;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What every request on one client connection shares.
+pub struct ConnectionContext {
+    /// The server's shared state (the current snapshot).
+    pub shared: Arc<Shared>,
+    /// The listener the connection arrived on.
+    pub listener: Arc<str>,
+    /// The client's address.
+    pub client: SocketAddr,
+}
+
+/// Serves one request. Never fails: every problem becomes a small error response.
+pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let snapshot = conn.shared.snapshot.load_full();
+    let (mut parts, body) = req.into_parts();
+
+    // 1. validate
+    if let Err(rejection) = headers::validate_request(&parts) {
+        tracing::debug!(client = %conn.client, "rejected request: {}", rejection.reason());
+        return responses::error(StatusCode::BAD_REQUEST);
+    }
+
+    // 2. route
+    let host = headers::host_without_port(headers::request_authority(&parts).unwrap_or_default());
+    let Some(route) = snapshot.route(&conn.listener, host, parts.uri.path()) else {
+        return responses::error(StatusCode::NOT_FOUND);
+    };
+
+    // 3. request filters
+    let mut chain = ChainRun::new(route);
+    let mut upstream = &route.upstream;
+    if !route.request_plugins.is_empty() {
+        let view = RequestView { parts, client: conn.client, upstream: upstream.name.clone(), upstream_override: None };
+        match chain.on_request(&snapshot, view) {
+            Ok(view) => {
+                if let Some(name) = &view.upstream_override {
+                    upstream = &snapshot.upstreams[name];
+                }
+                parts = view.parts;
+            }
+            Err(answer) => return answer,
+        }
+    }
+
+    // 4. choose an endpoint
+    let endpoint = upstream.pick();
+
+    // 5. forward
+    headers::prepare_upstream_request(&mut parts, conn.client, "http");
+    let method = parts.method.clone();
+    let response = match upstream::client::send(endpoint, &upstream.settings, Request::from_parts(parts, body)).await {
+        Ok(response) => response,
+        Err(e) => {
+            let status = match e {
+                ForwardError::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            tracing::warn!(route = route.index, upstream = %upstream.name, %endpoint, "{e}");
+            return responses::error(status);
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+
+    // 6. response filters
+    if !route.response_plugins.is_empty() {
+        match chain.on_response(ResponseView { parts }) {
+            Ok(view) => parts = view.parts,
+            Err(answer) => return answer,
+        }
+    }
+
+    // 7. log
+    tracing::debug!(
+        route = route.index, upstream = %upstream.name, %endpoint, %method,
+        status = parts.status.as_u16(), micros = started.elapsed().as_micros() as u64, "proxied"
+    );
+    Response::from_parts(parts, ProxyBody::Upstream(body))
+}

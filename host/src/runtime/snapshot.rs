@@ -1,0 +1,92 @@
+//! The immutable runtime snapshot: routes compiled to per-listener lookup tables, upstreams,
+//! and loaded plugins. Built whole from a [`Config`] before anything serves with it; the
+//! request path only reads it.
+
+use crate::config::Config;
+use crate::plugin::{LoadedPlugin, PluginError};
+use crate::proxy::router::Router;
+use crate::upstream::Upstream;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Everything the request path needs, built from one config.
+pub struct Snapshot {
+    /// All routes; routers hold indexes into this.
+    pub routes: Vec<Route>,
+    /// A router per listener name.
+    pub routers: HashMap<String, Router>,
+    /// Upstreams by name (plugins may pick any of them).
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// Loaded plugins by name.
+    pub plugins: HashMap<String, Arc<LoadedPlugin>>,
+}
+
+/// A route, ready to serve.
+pub struct Route {
+    /// Position in the config's routes, for logs (`route[3]`).
+    pub index: usize,
+    /// Where requests go unless a plugin chooses otherwise.
+    pub upstream: Arc<Upstream>,
+    /// The plugin chain, in config order.
+    pub plugins: Vec<Arc<LoadedPlugin>>,
+    /// Indexes into `plugins` of those that want requests, in order.
+    pub request_plugins: Vec<usize>,
+    /// Indexes into `plugins` of those that want responses, in reverse order.
+    pub response_plugins: Vec<usize>,
+}
+
+/// A snapshot could not be built: a plugin failed to load.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: plugin.{plugin}: {error}")]
+pub struct BuildError {
+    /// The config file.
+    pub file: String,
+    /// The plugin's name.
+    pub plugin: String,
+    /// What went wrong.
+    #[source]
+    pub error: PluginError,
+}
+
+impl Snapshot {
+    /// Builds a snapshot: compiles and initialises every plugin, compiles the routes.
+    pub fn build(config: &Config) -> Result<Snapshot, BuildError> {
+        let workers = config.runtime.workers;
+        let mut plugins = HashMap::new();
+        for p in &config.plugins {
+            let loaded = LoadedPlugin::load(p, workers).map_err(|error| BuildError {
+                file: config.source.display().to_string(),
+                plugin: p.name.clone(),
+                error,
+            })?;
+            plugins.insert(p.name.clone(), Arc::new(loaded));
+        }
+        let upstreams: HashMap<String, Arc<Upstream>> =
+            config.upstreams.iter().map(|u| (u.name.clone(), Arc::new(Upstream::new(u)))).collect();
+
+        let mut routers: HashMap<String, Router> = config.listeners.iter().map(|l| (l.name.clone(), Router::default())).collect();
+        let mut routes = Vec::new();
+        for (index, r) in config.routes.iter().enumerate() {
+            let chain: Vec<Arc<LoadedPlugin>> = r.plugins.iter().map(|name| plugins[name].clone()).collect();
+            routes.push(Route {
+                index,
+                upstream: upstreams[&r.upstream].clone(),
+                request_plugins: (0..chain.len()).filter(|&i| chain[i].wants_request()).collect(),
+                response_plugins: (0..chain.len()).rev().filter(|&i| chain[i].wants_response()).collect(),
+                plugins: chain,
+            });
+            for listener in &r.listeners {
+                if let Some(router) = routers.get_mut(listener) {
+                    router.insert(r.host.as_deref(), &r.path_prefix, index);
+                }
+            }
+        }
+        Ok(Snapshot { routes, routers, upstreams, plugins })
+    }
+
+    /// The route for a request on `listener` to `host` (without port) and `path`.
+    pub fn route(&self, listener: &str, host: &str, path: &str) -> Option<&Route> {
+        let index = self.routers.get(listener)?.lookup(host, path)?;
+        self.routes.get(index)
+    }
+}

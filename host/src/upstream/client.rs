@@ -1,0 +1,131 @@
+//! Sending one request to one endpoint: take or open a connection, apply the timeouts, and
+//! hand the connection back to the pool when the response body has been read.
+
+use super::UpstreamSettings;
+use super::pool::{self, PooledConnection};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::net::TcpStream;
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The TCP connection could not be made (answer 502).
+    #[error("connect to {0} failed: {1}")]
+    Connect(SocketAddr, std::io::Error),
+    /// Connecting took longer than `connect_timeout` (answer 502).
+    #[error("connect to {0} timed out")]
+    ConnectTimeout(SocketAddr),
+    /// No response head within `response_timeout` (answer 504).
+    #[error("{0} sent no response in time")]
+    ResponseTimeout(SocketAddr),
+    /// The connection failed while sending or receiving (answer 502).
+    #[error("request to {0} failed: {1}")]
+    Http(SocketAddr, hyper::Error),
+}
+
+/// Sends `req` to `endpoint`, reusing a pooled connection when one is idle.
+///
+/// A reused connection that turns out to be closed before the request was written is
+/// replaced by a fresh one once; nothing that reached the upstream is sent twice.
+pub async fn send(endpoint: SocketAddr, settings: &UpstreamSettings, req: Request<Incoming>) -> Result<Response<UpstreamBody>, ForwardError> {
+    let mut req = req;
+    loop {
+        let mut conn = match pool::take(endpoint, settings) {
+            Some(conn) => conn,
+            None => connect(endpoint, settings).await?,
+        };
+        if conn.sender.ready().await.is_err() {
+            if conn.reused {
+                continue;
+            }
+            return Err(ForwardError::Connect(endpoint, std::io::ErrorKind::ConnectionReset.into()));
+        }
+        let sent = tokio::time::timeout(settings.response_timeout, conn.sender.try_send_request(req)).await;
+        match sent {
+            Err(_) => return Err(ForwardError::ResponseTimeout(endpoint)),
+            Ok(Ok(resp)) => {
+                let (parts, body) = resp.into_parts();
+                return Ok(Response::from_parts(parts, UpstreamBody::new(body, conn, settings.max_idle)));
+            }
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(unsent) if conn.reused => req = unsent,
+                _ => return Err(ForwardError::Http(endpoint, e.into_error())),
+            },
+        }
+    }
+}
+
+/// Opens a new HTTP/1.1 connection and spawns its driver task on this worker.
+async fn connect(endpoint: SocketAddr, settings: &UpstreamSettings) -> Result<PooledConnection, ForwardError> {
+    let stream = match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(endpoint)).await {
+        Err(_) => return Err(ForwardError::ConnectTimeout(endpoint)),
+        Ok(Err(e)) => return Err(ForwardError::Connect(endpoint, e)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ForwardError::Http(endpoint, e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(%endpoint, "upstream connection ended: {e}");
+        }
+    });
+    Ok(PooledConnection::new(sender, endpoint))
+}
+
+/// A response body streamed from an upstream; when it has been read to the end, its
+/// connection goes back to the worker's pool.
+pub struct UpstreamBody {
+    inner: Incoming,
+    /// The connection, until the body is finished (then pooled) or dropped early (then closed).
+    conn: Option<(PooledConnection, usize)>,
+}
+
+impl UpstreamBody {
+    fn new(inner: Incoming, conn: PooledConnection, max_idle: usize) -> Self {
+        let mut body = UpstreamBody { inner, conn: Some((conn, max_idle)) };
+        if body.inner.is_end_stream() {
+            body.finish();
+        }
+        body
+    }
+
+    fn finish(&mut self) {
+        if let Some((conn, max_idle)) = self.conn.take() {
+            pool::give_back(conn, max_idle);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

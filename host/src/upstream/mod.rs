@@ -1,0 +1,64 @@
+//! Upstreams: groups of endpoints, how one is chosen, and how requests reach it.
+//!
+//! - [`balancer`]: picks an endpoint per request.
+//! - [`pool`]: per-worker keep-alive connections to endpoints.
+//! - [`client`]: connects, sends a request, and applies the upstream's timeouts.
+
+pub mod balancer;
+pub mod client;
+pub mod pool;
+
+use crate::config::UpstreamConfig;
+use balancer::RoundRobin;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use client::{ForwardError, UpstreamBody};
+
+/// An upstream as the request path uses it: immutable once built.
+pub struct Upstream {
+    /// The name from the config.
+    pub name: Arc<str>,
+    /// The endpoints' addresses.
+    pub endpoints: Vec<SocketAddr>,
+    /// Chooses an endpoint for each request.
+    balancer: RoundRobin,
+    /// Timeouts and pool limits for requests to this upstream.
+    pub settings: UpstreamSettings,
+}
+
+/// Timeouts and keep-alive limits of one upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamSettings {
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Time allowed for the response head.
+    pub response_timeout: Duration,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Duration,
+    /// Most idle connections kept per endpoint and worker.
+    pub max_idle: usize,
+}
+
+impl Upstream {
+    /// Builds the runtime form of an upstream's config.
+    pub fn new(config: &UpstreamConfig) -> Upstream {
+        Upstream {
+            name: Arc::from(config.name.as_str()),
+            endpoints: config.endpoints.clone(),
+            balancer: RoundRobin::default(),
+            settings: UpstreamSettings {
+                connect_timeout: config.connect_timeout,
+                response_timeout: config.response_timeout,
+                idle_timeout: config.idle_timeout,
+                max_idle: config.max_idle,
+            },
+        }
+    }
+
+    /// The endpoint the next request goes to.
+    pub fn pick(&self) -> SocketAddr {
+        self.endpoints[self.balancer.next(self.endpoints.len())]
+    }
+}
