@@ -1,1 +1,8 @@
+//! Black-box tests of maitred: a real proxy, real backends and clients on 127.0.0.1, real
+//! WASM plugins built from `plugins/` and `tests/plugins/`.
 
+mod check;
+mod plugins;
+mod proxying;
+mod routing;
+mod smuggling;

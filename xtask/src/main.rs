@@ -1,1 +1,90 @@
-fn main(){}
+//! Project automation. Run with `cargo xtask <command>`:
+//!
+//! - `demo`: install the wasm target if missing, build the plugins and the proxy (release),
+//!   and run the embedded demo config with its backends;
+//! - `test`: install the wasm target if missing and run the whole test suite;
+//! - `plugins`: build the first-party plugins into `target/wasm32-wasip2/release`;
+//! - `bench`: build everything in release mode and run `bench/run.sh`.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(about = "maitred project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the plugins and the proxy, and run the demo.
+    Demo,
+    /// Run the whole test suite.
+    Test,
+    /// Build the first-party and example plugins for wasm32-wasip2.
+    Plugins,
+    /// Run the benchmarks (needs wrk and nginx; see bench/README.md).
+    Bench,
+}
+
+/// Every plugin crate built for wasm32-wasip2.
+const PLUGINS: [&str; 4] = ["headers", "canary", "respond", "hello-plugin"];
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Demo => {
+            build_plugins()?;
+            cargo(&["run", "--release", "-p", "maitred", "--", "demo"])
+        }
+        Task::Test => {
+            ensure_wasm_target()?;
+            // The default members: host, sdk, tests (whose build script builds the plugins), xtask.
+            cargo(&["test"])
+        }
+        Task::Plugins => build_plugins(),
+        Task::Bench => {
+            build_plugins()?;
+            cargo(&["build", "--release", "-p", "maitred"])?;
+            run(Command::new("bash").arg(root().join("bench/run.sh")))
+        }
+    }
+}
+
+fn build_plugins() -> Result<()> {
+    ensure_wasm_target()?;
+    let mut args = vec!["build", "--target", "wasm32-wasip2", "--release"];
+    for p in PLUGINS {
+        args.extend(["-p", p]);
+    }
+    cargo(&args)
+}
+
+/// `rustup target add wasm32-wasip2` unless the target's standard library is there already.
+fn ensure_wasm_target() -> Result<()> {
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().context("running rustc")?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib/rustlib/wasm32-wasip2").exists() {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args).current_dir(root()))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}

@@ -264,8 +264,8 @@ impl Validator<'_> {
         Ok(Config { source: self.file.to_path_buf(), runtime: RuntimeConfig { workers }, listeners, routes, upstreams, plugins })
     }
 
-    fn upstream(&self, name: &Spanned<String>, up: &raw::RawUpstream) -> Result<UpstreamConfig, ConfigError> {
-        let key = format!("upstream.{}", name.get_ref());
+    fn upstream(&self, name: &str, up: &raw::RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+        let key = format!("upstream.{name}");
         if up.endpoints.get_ref().is_empty() {
             return self.err(up.endpoints.span(), format!("{key}.endpoints"), "needs at least one endpoint");
         }
@@ -278,7 +278,7 @@ impl Validator<'_> {
             endpoints.push(addr);
         }
         Ok(UpstreamConfig {
-            name: name.get_ref().clone(),
+            name: name.to_owned(),
             endpoints,
             balancer: match up.balancer {
                 None | Some(raw::RawBalancer::RoundRobin) => BalancerKind::RoundRobin,
@@ -290,18 +290,20 @@ impl Validator<'_> {
         })
     }
 
-    fn plugin(&self, base: &Path, name: &Spanned<String>, p: &raw::RawPlugin) -> Result<PluginConfig, ConfigError> {
-        let key = format!("plugin.{}", name.get_ref());
+    fn plugin(&self, base: &Path, name: &str, p: &raw::RawPlugin) -> Result<PluginConfig, ConfigError> {
+        let key = format!("plugin.{name}");
         let config_json = match &p.config {
-            Some(v) => serde_json::to_string(v).map_err(|e| ConfigError::at(self.file, self.text, Some(name.span()), format!("{key}.config"), e.to_string()))?,
+            Some(v) => serde_json::to_string(v.get_ref()).map_err(|e| ConfigError::at(self.file, self.text, Some(v.span()), format!("{key}.config"), e.to_string()))?,
             None => "{}".to_string(),
         };
-        let memory_limit = p.memory_limit.map_or(64 << 20, |s| s.0);
-        if memory_limit < 1 << 20 {
-            return self.err(name.span(), format!("{key}.memory_limit"), "must be at least 1MiB");
+        let memory_limit = p.memory_limit.as_ref().map_or(64 << 20, |s| s.get_ref().0);
+        if let Some(limit) = &p.memory_limit
+            && !(1 << 20..=crate::plugin::engine::MAX_PLUGIN_MEMORY).contains(&memory_limit)
+        {
+            return self.err(limit.span(), format!("{key}.memory_limit"), format!("must be between 1MiB and {}MiB", crate::plugin::engine::MAX_PLUGIN_MEMORY >> 20));
         }
         Ok(PluginConfig {
-            name: name.get_ref().clone(),
+            name: name.to_owned(),
             wasm: base.join(p.wasm.get_ref()),
             config_json,
             on_error: p.on_error.unwrap_or(OnError::FailClosed),

@@ -18,9 +18,9 @@ pub(super) struct RawConfig {
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
     #[serde(default, rename = "upstream")]
-    pub upstreams: BTreeMap<Spanned<String>, RawUpstream>,
+    pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default, rename = "plugin")]
-    pub plugins: BTreeMap<Spanned<String>, RawPlugin>,
+    pub plugins: BTreeMap<String, RawPlugin>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,11 +80,11 @@ pub(super) enum RawBalancer {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPlugin {
     pub wasm: Spanned<String>,
-    pub config: Option<toml::Value>,
+    pub config: Option<Spanned<toml::Value>>,
     pub on_error: Option<OnError>,
     pub isolation: Option<Isolation>,
     pub timeout: Option<DurationStr>,
-    pub memory_limit: Option<SizeStr>,
+    pub memory_limit: Option<Spanned<SizeStr>>,
     pub pool_size: Option<usize>,
 }
 

@@ -115,9 +115,10 @@ impl LoadedPlugin {
         let store = &mut instance.store;
         store.data_mut().request = Some(view);
         store.set_epoch_deadline(self.call_ticks);
-        let result = instance.filter.call_on_request(&mut *store, Resource::new_borrow(0));
+        let filter = &instance.filter;
+        let result = contain(|| filter.call_on_request(&mut *store, Resource::new_borrow(0)));
         let view = store.data_mut().request.take().expect("the request view stays in the store during the call");
-        (view, result.map_err(PluginFailure::from_call))
+        (view, result)
     }
 
     /// Runs `on-response` on `instance` with `view` lent to it; the view comes back either way.
@@ -125,9 +126,10 @@ impl LoadedPlugin {
         let store = &mut instance.store;
         store.data_mut().response = Some(view);
         store.set_epoch_deadline(self.call_ticks);
-        let result = instance.filter.call_on_response(&mut *store, Resource::new_borrow(0));
+        let filter = &instance.filter;
+        let result = contain(|| filter.call_on_response(&mut *store, Resource::new_borrow(0)));
         let view = store.data_mut().response.take().expect("the response view stays in the store during the call");
-        (view, result.map_err(PluginFailure::from_call))
+        (view, result)
     }
 
     fn pool(&self) -> &Mutex<Vec<PluginInstance>> {
@@ -139,12 +141,22 @@ impl LoadedPlugin {
         let mut store = Store::new(&self.engine.engine, PluginState::new(self.name.clone(), self.memory_limit));
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
-        let filter = self.pre.instantiate(&mut store).map_err(PluginFailure::from_call)?;
-        let phases = filter
-            .call_init(&mut store, &self.config_json)
-            .map_err(PluginFailure::from_call)?
-            .map_err(PluginFailure::Init)?;
+        let filter = contain(|| self.pre.instantiate(&mut store))?;
+        let phases = contain(|| filter.call_init(&mut store, &self.config_json))?.map_err(PluginFailure::Init)?;
         Ok((PluginInstance { store, filter }, phases))
+    }
+}
+
+/// Runs one call into a plugin, turning a trap or a panic raised inside a host function it
+/// called (e.g. a WASI function that must not run on a worker thread) into a failure of
+/// this call alone. The instance is dropped by the caller either way.
+fn contain<T>(call: impl FnOnce() -> wasmtime::Result<T>) -> Result<T, PluginFailure> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(result) => result.map_err(PluginFailure::from_call),
+        Err(panic) => {
+            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+            Err(PluginFailure::Trap(format!("host function failed: {}", what.unwrap_or_default())))
+        }
     }
 }
 

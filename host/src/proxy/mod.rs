@@ -21,7 +21,7 @@ pub use headers::{request_authority, rewrite_path_and_query};
 
 use crate::plugin::{RequestView, ResponseView};
 use crate::runtime::server::Shared;
-use crate::upstream::{self, ForwardError};
+use crate::upstream::{self, ForwardError, RequestBody};
 use filters::ChainRun;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -77,6 +77,9 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
     let endpoint = upstream.pick();
 
     // 5. forward
+    let Ok(body) = RequestBody::prefetch(body).await else {
+        return responses::error(StatusCode::BAD_REQUEST);
+    };
     headers::prepare_upstream_request(&mut parts, conn.client, "http");
     let method = parts.method.clone();
     let response = match upstream::client::send(endpoint, &upstream.settings, Request::from_parts(parts, body)).await {

@@ -1,7 +1,7 @@
 //! Sending one request to one endpoint: take or open a connection, apply the timeouts, and
 //! hand the connection back to the pool when the response body has been read.
 
-use super::UpstreamSettings;
+use super::{RequestBody, UpstreamSettings};
 use super::pool::{self, PooledConnection};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -34,7 +34,7 @@ pub enum ForwardError {
 ///
 /// A reused connection that turns out to be closed before the request was written is
 /// replaced by a fresh one once; nothing that reached the upstream is sent twice.
-pub async fn send(endpoint: SocketAddr, settings: &UpstreamSettings, req: Request<Incoming>) -> Result<Response<UpstreamBody>, ForwardError> {
+pub async fn send(endpoint: SocketAddr, settings: &UpstreamSettings, req: Request<RequestBody>) -> Result<Response<UpstreamBody>, ForwardError> {
     let mut req = req;
     loop {
         let mut conn = match pool::take(endpoint, settings) {

@@ -3,10 +3,12 @@
 //! - [`balancer`]: picks an endpoint per request.
 //! - [`pool`]: per-worker keep-alive connections to endpoints.
 //! - [`client`]: connects, sends a request, and applies the upstream's timeouts.
+//! - [`request_body`]: the body sent upstream, checked before anything is forwarded.
 
 pub mod balancer;
 pub mod client;
 pub mod pool;
+pub mod request_body;
 
 use crate::config::UpstreamConfig;
 use balancer::RoundRobin;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::{ForwardError, UpstreamBody};
+pub use request_body::RequestBody;
 
 /// An upstream as the request path uses it: immutable once built.
 pub struct Upstream {

@@ -6,7 +6,7 @@
 //! than the upstream's `idle_timeout` or beyond `max_idle` are closed.
 
 use super::UpstreamSettings;
-use hyper::body::Incoming;
+use super::RequestBody;
 use hyper::client::conn::http1::SendRequest;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,7 +16,7 @@ use std::time::Instant;
 /// A connection to an endpoint that can carry a request.
 pub struct PooledConnection {
     /// hyper's handle to the HTTP/1.1 connection.
-    pub sender: SendRequest<Incoming>,
+    pub sender: SendRequest<RequestBody>,
     /// The endpoint it is connected to.
     pub endpoint: SocketAddr,
     /// Whether it served a request before (a failure on a reused connection may be a race
@@ -27,7 +27,7 @@ pub struct PooledConnection {
 
 impl PooledConnection {
     /// Wraps a freshly made connection.
-    pub fn new(sender: SendRequest<Incoming>, endpoint: SocketAddr) -> Self {
+    pub fn new(sender: SendRequest<RequestBody>, endpoint: SocketAddr) -> Self {
         PooledConnection { sender, endpoint, reused: false, idle_since: Instant::now() }
     }
 }

@@ -1,0 +1,182 @@
+//! Plugins on the request path: the three first-party plugins, a chain, and containment of
+//! plugins that trap, loop forever or allocate without end.
+
+use maitred_tests::*;
+use std::time::{Duration, Instant};
+
+/// A proxy with one route per entry of `routes` (`(path_prefix, plugins, upstream)`), plugin
+/// definitions `plugins` (raw TOML), and upstreams `main` and `alt`.
+fn proxy(main: &Backend, alt: &Backend, routes: &[(&str, &str, &str)], plugins: &str) -> Proxy {
+    let mut toml = String::from("[runtime]\nworkers = 2\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n");
+    for (prefix, chain, upstream) in routes {
+        toml.push_str(&format!("[[route]]\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\nplugins = [{chain}]\n"));
+    }
+    toml.push_str(&format!("[upstream.main]\nendpoints = [\"{}\"]\n[upstream.alt]\nendpoints = [\"{}\"]\n", main.addr, alt.addr));
+    toml.push_str(plugins);
+    Proxy::start(&toml)
+}
+
+const HEADERS: &str = r#"
+[plugin.tag]
+wasm = "headers.wasm"
+config = { request = { set = { "x-env" = "demo" }, remove = ["x-remove-me"] }, response = { remove = ["server"], set = { "x-tagged" = "yes" } } }
+"#;
+
+#[tokio::test]
+async fn headers_plugin_rewrites_both_directions() {
+    let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
+    let proxy = proxy(&main, &alt, &[("/", "\"tag\"", "main")], HEADERS);
+    let reply = get(&format!("{}/", proxy.url("web")), &[("x-remove-me", "1")]).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("x-env: demo\n"), "{}", reply.body);
+    assert!(!reply.body.contains("x-remove-me"), "{}", reply.body);
+    assert_eq!(reply.header("server"), "");
+    assert_eq!(reply.header("x-tagged"), "yes");
+}
+
+#[tokio::test]
+async fn canary_plugin_moves_matching_and_a_share_of_requests() {
+    let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
+    let plugins = r#"
+[plugin.canary-header]
+wasm = "canary.wasm"
+config = { upstream = "alt", percent = 0, header = { name = "x-canary", value = "1" }, cookie = { name = "beta", value = "yes" } }
+[plugin.canary-half]
+wasm = "canary.wasm"
+config = { upstream = "alt", percent = 50 }
+"#;
+    let proxy = proxy(&main, &alt, &[("/match/", "\"canary-header\"", "main"), ("/share/", "\"canary-half\"", "main")], plugins);
+    let url = proxy.url("web");
+    assert_eq!(get(&format!("{url}/match/"), &[]).await.header("x-backend"), "main");
+    assert_eq!(get(&format!("{url}/match/"), &[("x-canary", "1")]).await.header("x-backend"), "alt");
+    assert_eq!(get(&format!("{url}/match/"), &[("x-canary", "2")]).await.header("x-backend"), "main");
+    assert_eq!(get(&format!("{url}/match/"), &[("cookie", "a=b; beta=yes")]).await.header("x-backend"), "alt");
+    let mut to_alt = 0;
+    for _ in 0..200 {
+        if get(&format!("{url}/share/"), &[]).await.header("x-backend") == "alt" {
+            to_alt += 1;
+        }
+    }
+    assert!((50..150).contains(&to_alt), "50% canary sent {to_alt} of 200 requests");
+}
+
+#[tokio::test]
+async fn respond_plugin_answers_directly() {
+    let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
+    let plugins = r#"
+[plugin.guard]
+wasm = "respond.wasm"
+config = { rules = [ { path_prefix = "/admin/", status = 403, body = "forbidden" },
+                     { path_prefix = "/old/", status = 301, headers = { location = "/new/" } } ] }
+"#;
+    let proxy = proxy(&main, &alt, &[("/", "\"guard\"", "main")], plugins);
+    let url = proxy.url("web");
+    let blocked = get(&format!("{url}/admin/users"), &[]).await;
+    assert_eq!((blocked.status.as_u16(), blocked.body.as_str()), (403, "forbidden"));
+    let moved = get(&format!("{url}/old/page"), &[]).await;
+    assert_eq!((moved.status.as_u16(), moved.header("location")), (301, "/new/"));
+    assert_eq!(main.requests(), 0);
+    assert_eq!(get(&format!("{url}/public"), &[]).await.status, 200);
+    assert_eq!(main.requests(), 1);
+}
+
+#[tokio::test]
+async fn chain_runs_in_order_and_stops_at_a_direct_answer() {
+    let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
+    let plugins = format!(
+        "{HEADERS}{}",
+        r#"
+[plugin.guard]
+wasm = "respond.wasm"
+config = { rules = [ { path_prefix = "/blocked", status = 403, body = "no" } ] }
+[plugin.canary]
+wasm = "canary.wasm"
+config = { upstream = "alt", header = { name = "x-env", value = "demo" } }
+"#
+    );
+    // tag sets x-env: demo, so the canary (later in the chain) sees it and moves the request.
+    let proxy = proxy(&main, &alt, &[("/", "\"tag\", \"guard\", \"canary\"", "main")], &plugins);
+    let url = proxy.url("web");
+    let reply = get(&format!("{url}/ok"), &[]).await;
+    assert_eq!(reply.header("x-backend"), "alt");
+    assert_eq!(reply.header("x-tagged"), "yes");
+    assert_eq!(get(&format!("{url}/blocked"), &[]).await.status, 403);
+    assert_eq!(main.requests() + alt.requests(), 1);
+}
+
+const MISBEHAVING: &str = r#"
+[plugin.trap-closed]
+wasm = "trap.wasm"
+[plugin.trap-open]
+wasm = "trap.wasm"
+on_error = "fail-open"
+[plugin.spin-closed]
+wasm = "spin.wasm"
+timeout = "50ms"
+[plugin.spin-open]
+wasm = "spin.wasm"
+timeout = "50ms"
+on_error = "fail-open"
+isolation = "per-request"
+[plugin.hog]
+wasm = "hog.wasm"
+memory_limit = "16MiB"
+"#;
+
+#[tokio::test]
+async fn trapping_plugin_fails_only_its_request() {
+    let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
+    let proxy = proxy(&main, &alt, &[("/closed/", "\"trap-closed\"", "main"), ("/open/", "\"trap-open\"", "main")], MISBEHAVING);
+    let url = proxy.url("web");
+    for _ in 0..3 {
+        let failed = get(&format!("{url}/closed/"), &[("x-trap", "1")]).await;
+        assert_eq!((failed.status.as_u16(), failed.body.as_str()), (500, "500 Internal Server Error\n"));
+        let next = get(&format!("{url}/closed/"), &[]).await;
+        assert_eq!(next.status, 200);
+        assert!(next.body.contains("x-trap-plugin: passed"), "{}", next.body);
+        // Fail-open: the plugin is skipped, the request goes through untouched.
+        let skipped = get(&format!("{url}/open/"), &[("x-trap", "1")]).await;
+        assert_eq!(skipped.status, 200);
+        assert!(!skipped.body.contains("x-trap-plugin"), "{}", skipped.body);
+    }
+}
+
+#[tokio::test]
+async fn looping_plugin_is_stopped_at_its_deadline() {
+    let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
+    let proxy = proxy(&main, &alt, &[("/closed/", "\"spin-closed\"", "main"), ("/open/", "\"spin-open\"", "main")], MISBEHAVING);
+    let url = proxy.url("web");
+    for _ in 0..2 {
+        let started = Instant::now();
+        let failed = get(&format!("{url}/closed/"), &[("x-spin", "1")]).await;
+        assert_eq!(failed.status, 500);
+        assert!(started.elapsed() < Duration::from_secs(2), "deadline not enforced: {:?}", started.elapsed());
+        let skipped = get(&format!("{url}/open/"), &[("x-spin", "1")]).await;
+        assert_eq!(skipped.status, 200);
+        let next = get(&format!("{url}/closed/"), &[]).await;
+        assert_eq!(next.status, 200);
+        assert!(next.body.contains("x-spin-plugin: passed"), "{}", next.body);
+    }
+}
+
+#[tokio::test]
+async fn allocating_plugin_hits_its_memory_cap() {
+    let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
+    let proxy = proxy(&main, &alt, &[("/", "\"hog\"", "main")], MISBEHAVING);
+    let url = proxy.url("web");
+    let failed = get(&format!("{url}/"), &[("x-hog", "1")]).await;
+    assert_eq!(failed.status, 500);
+    let next = get(&format!("{url}/"), &[]).await;
+    assert_eq!(next.status, 200);
+    assert!(next.body.contains("x-hog-plugin: passed"), "{}", next.body);
+}
+
+#[tokio::test]
+async fn example_plugin_works() {
+    let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
+    let plugins = "[plugin.hello]\nwasm = \"hello.wasm\"\nconfig = { greeting = \"bonjour\" }\n";
+    let proxy = proxy(&main, &alt, &[("/", "\"hello\"", "main")], plugins);
+    let reply = get(&format!("{}/", proxy.url("web")), &[]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-hello"), "bonjour");
+}
