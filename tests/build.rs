@@ -8,7 +8,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: [&str; 7] = ["headers", "canary", "respond", "hello-plugin", "trap", "spin", "hog"];
+const PLUGINS: [&str; 7] = [
+    "headers",
+    "canary",
+    "respond",
+    "hello-plugin",
+    "trap",
+    "spin",
+    "hog",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -18,25 +26,47 @@ fn main() {
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     // OUT_DIR is <target>/<profile>/build/<pkg>/out.
-    let target_dir = out_dir.ancestors().nth(4).map(Path::to_path_buf).unwrap_or_else(|| root.join("target"));
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.join("target"));
     let plugin_target = target_dir.join("plugin-build");
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--target", "wasm32-wasip2", "--release", "--target-dir"])
+        .args([
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+            "--target-dir",
+        ])
         .arg(&plugin_target);
     for p in PLUGINS {
         cmd.args(["-p", p]);
     }
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo to build the test plugins");
+    let status = cmd
+        .status()
+        .expect("running cargo to build the test plugins");
     assert!(
         status.success(),
         "building the WASM plugins failed; is the target installed? (rustup target add wasm32-wasip2)"
     );
     let wasm_dir = plugin_target.join("wasm32-wasip2").join("release");
-    println!("cargo:rustc-env=MAITRED_TEST_PLUGINS={}", wasm_dir.display());
+    println!(
+        "cargo:rustc-env=MAITRED_TEST_PLUGINS={}",
+        wasm_dir.display()
+    );
 }

@@ -39,13 +39,19 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Check { config } => maitred::check(&config).map(|summary| println!("{summary}")).map_err(anyhow::Error::from),
-        Command::Run { config: Some(config) } => run(&config),
+        Command::Check { config } => maitred::check(&config)
+            .map(|summary| println!("{summary}"))
+            .map_err(anyhow::Error::from),
+        Command::Run {
+            config: Some(config),
+        } => run(&config),
         Command::Run { config: None } | Command::Demo => demo(),
     };
     match outcome {
@@ -65,14 +71,28 @@ fn run(path: &Path) -> Result<()> {
 fn demo() -> Result<()> {
     let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml");
     let config = maitred::Config::from_toml(DEMO_CONFIG, &origin)?;
-    let backends: Vec<_> = config.upstreams.iter().flat_map(|u| u.endpoints.iter().copied()).collect();
+    let backends: Vec<_> = config
+        .upstreams
+        .iter()
+        .flat_map(|u| u.endpoints.iter().copied())
+        .collect();
     maitred::demo::start_backends(&backends).context("starting the demo backends")?;
-    let listen = config.listeners.first().map(|l| l.listen).context("the demo config has no listener")?;
+    let listen = config
+        .listeners
+        .first()
+        .map(|l| l.listen)
+        .context("the demo config has no listener")?;
     println!("maitred demo: proxy on http://{listen}, demo backends on {backends:?}. Try:");
-    println!("  curl -i http://{listen}/api/hello            # round-robin over two backends, x-env added, server header removed");
-    println!("  curl -i http://{listen}/api/hello -H 'x-canary: 1'   # the canary plugin sends this to api-v2");
+    println!(
+        "  curl -i http://{listen}/api/hello            # round-robin over two backends, x-env added, server header removed"
+    );
+    println!(
+        "  curl -i http://{listen}/api/hello -H 'x-canary: 1'   # the canary plugin sends this to api-v2"
+    );
     println!("  curl -i http://{listen}/admin/               # 403 from the respond plugin");
-    println!("  curl -i http://{listen}/old/page             # 301 redirect from the respond plugin");
+    println!(
+        "  curl -i http://{listen}/old/page             # 301 redirect from the respond plugin"
+    );
     println!("  curl -i http://{listen}/nowhere              # 404: no route");
     println!("  curl -i --http2-prior-knowledge http://{listen}/api/hello   # HTTP/2 cleartext");
     serve(config)
@@ -81,7 +101,9 @@ fn demo() -> Result<()> {
 /// Starts the server and blocks until SIGINT or SIGTERM.
 fn serve(config: maitred::Config) -> Result<()> {
     let server = maitred::Server::start(config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

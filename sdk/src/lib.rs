@@ -352,6 +352,9 @@ pub mod __private {
     }
 
     pub fn init<P: Plugin>(config: String) -> Result<Phases, String> {
+        // Plugins have no stdio: a panic's message goes to the host's log instead, then the
+        // instance traps and the host fails only the current request.
+        std::panic::set_hook(Box::new(|info| crate::log::error(format!("panic: {info}"))));
         let plugin = P::init(Config::new(config))?;
         let phases = plugin.phases();
         PLUGIN.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));

@@ -37,67 +37,133 @@ fn good() -> String {
 fn check_accepts_a_good_config() {
     let path = write("good", &good());
     let summary = maitred::check(&path).unwrap();
-    assert!(summary.contains("ok (1 listeners, 1 routes, 1 upstreams, 1 plugins)"), "{summary}");
+    assert!(
+        summary.contains("ok (1 listeners, 1 routes, 1 upstreams, 1 plugins)"),
+        "{summary}"
+    );
 }
 
 fn error_of(name: &str, text: &str) -> String {
     let path = write(name, text);
     let e = maitred::check(&path).unwrap_err().to_string();
-    assert!(e.starts_with(&path.display().to_string()), "error does not name the file: {e}");
+    assert!(
+        e.starts_with(&path.display().to_string()),
+        "error does not name the file: {e}"
+    );
     e
 }
 
 #[test]
 fn unknown_upstream_names_line_and_key() {
-    let e = error_of("unknown-upstream", &good().replace("upstream = \"api\"", "upstream = \"apix\""));
-    assert!(e.contains(":9:12: route[0].upstream: unknown upstream \"apix\" (defined: api)"), "{e}");
+    let e = error_of(
+        "unknown-upstream",
+        &good().replace("upstream = \"api\"", "upstream = \"apix\""),
+    );
+    assert!(
+        e.contains(":9:12: route[0].upstream: unknown upstream \"apix\" (defined: api)"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_plugin_names_line_and_key() {
-    let e = error_of("unknown-plugin", &good().replace("plugins = [\"tag\"]", "plugins = [\"tag\", \"nope\"]"));
-    assert!(e.contains(":10:19: route[0].plugins[1]: unknown plugin \"nope\""), "{e}");
+    let e = error_of(
+        "unknown-plugin",
+        &good().replace("plugins = [\"tag\"]", "plugins = [\"tag\", \"nope\"]"),
+    );
+    assert!(
+        e.contains(":10:19: route[0].plugins[1]: unknown plugin \"nope\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_key_is_named() {
-    let e = error_of("unknown-key", &good().replace("path_prefix = \"/api/\"", "path_prefx = \"/api/\""));
-    assert!(e.contains(":8:1: route[0].path_prefx: unknown field `path_prefx`"), "{e}");
+    let e = error_of(
+        "unknown-key",
+        &good().replace("path_prefix = \"/api/\"", "path_prefx = \"/api/\""),
+    );
+    assert!(
+        e.contains(":8:1: route[0].path_prefx: unknown field `path_prefx`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_address_is_named() {
-    let e = error_of("bad-address", &good().replace("127.0.0.1:9001", "127.0.0.1:99999"));
-    assert!(e.contains(":13:14: upstream.api.endpoints[0]: invalid address \"127.0.0.1:99999\""), "{e}");
+    let e = error_of(
+        "bad-address",
+        &good().replace("127.0.0.1:9001", "127.0.0.1:99999"),
+    );
+    assert!(
+        e.contains(":13:14: upstream.api.endpoints[0]: invalid address \"127.0.0.1:99999\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn duplicate_listener_is_named() {
-    let e = error_of("duplicate", &good().replace("[[route]]", "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\n[[route]]"));
-    assert!(e.contains(":7:8: listener[1].name: duplicate listener name \"web\""), "{e}");
+    let e = error_of(
+        "duplicate",
+        &good().replace(
+            "[[route]]",
+            "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\n[[route]]",
+        ),
+    );
+    assert!(
+        e.contains(":7:8: listener[1].name: duplicate listener name \"web\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_duration_is_named() {
-    let e = error_of("duration", &good().replace("endpoints = [\"127.0.0.1:9001\"]", "endpoints = [\"127.0.0.1:9001\"]\nconnect_timeout = \"5 parsecs\""));
-    assert!(e.contains(":14:19: upstream.api.connect_timeout: invalid duration \"5 parsecs\""), "{e}");
+    let e = error_of(
+        "duration",
+        &good().replace(
+            "endpoints = [\"127.0.0.1:9001\"]",
+            "endpoints = [\"127.0.0.1:9001\"]\nconnect_timeout = \"5 parsecs\"",
+        ),
+    );
+    assert!(
+        e.contains(":14:19: upstream.api.connect_timeout: invalid duration \"5 parsecs\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_enum_value_is_named() {
-    let e = error_of("on-error", &good().replace("[plugin.tag]", "[plugin.tag]\non_error = \"explode\""));
-    assert!(e.contains(":16:12: plugin.tag.on_error: unknown variant `explode`"), "{e}");
+    let e = error_of(
+        "on-error",
+        &good().replace("[plugin.tag]", "[plugin.tag]\non_error = \"explode\""),
+    );
+    assert!(
+        e.contains(":16:12: plugin.tag.on_error: unknown variant `explode`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_plugin_file_is_reported() {
-    let e = error_of("missing-wasm", &good().replace("headers.wasm", "nothere.wasm"));
-    assert!(e.contains("plugin.tag: cannot read") && e.contains("nothere.wasm"), "{e}");
+    let e = error_of(
+        "missing-wasm",
+        &good().replace("headers.wasm", "nothere.wasm"),
+    );
+    assert!(
+        e.contains("plugin.tag: cannot read") && e.contains("nothere.wasm"),
+        "{e}"
+    );
 }
 
 #[test]
 fn plugin_init_error_is_reported() {
-    let e = error_of("init-error", &good().replace("config = { request = { set = { \"x-env\" = \"demo\" } } }", "config = { request = { set = { \"bad header\" = \"x\" } } }"));
+    let e = error_of(
+        "init-error",
+        &good().replace(
+            "config = { request = { set = { \"x-env\" = \"demo\" } } }",
+            "config = { request = { set = { \"bad header\" = \"x\" } } }",
+        ),
+    );
     assert!(e.contains("plugin.tag: init failed"), "{e}");
 }
 
@@ -106,7 +172,17 @@ fn not_a_component_is_reported() {
     let path = write("not-wasm", &good());
     let junk = path.with_file_name("junk.wasm");
     std::fs::write(&junk, b"\0asm junk").unwrap();
-    std::fs::write(&path, good().replace(&format!("{}/headers.wasm", plugin_dir().display()), "junk.wasm")).unwrap();
+    std::fs::write(
+        &path,
+        good().replace(
+            &format!("{}/headers.wasm", plugin_dir().display()),
+            "junk.wasm",
+        ),
+    )
+    .unwrap();
     let e = maitred::check(&path).unwrap_err().to_string();
-    assert!(e.contains("plugin.tag: not a valid WebAssembly component"), "{e}");
+    assert!(
+        e.contains("plugin.tag: not a valid WebAssembly component"),
+        "{e}"
+    );
 }

@@ -7,11 +7,16 @@ use std::time::{Duration, Instant};
 /// A proxy with one route per entry of `routes` (`(path_prefix, plugins, upstream)`), plugin
 /// definitions `plugins` (raw TOML), and upstreams `main` and `alt`.
 fn proxy(main: &Backend, alt: &Backend, routes: &[(&str, &str, &str)], plugins: &str) -> Proxy {
-    let mut toml = String::from("[runtime]\nworkers = 2\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n");
+    let mut toml = String::from(
+        "[runtime]\nworkers = 2\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n",
+    );
     for (prefix, chain, upstream) in routes {
         toml.push_str(&format!("[[route]]\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\nplugins = [{chain}]\n"));
     }
-    toml.push_str(&format!("[upstream.main]\nendpoints = [\"{}\"]\n[upstream.alt]\nendpoints = [\"{}\"]\n", main.addr, alt.addr));
+    toml.push_str(&format!(
+        "[upstream.main]\nendpoints = [\"{}\"]\n[upstream.alt]\nendpoints = [\"{}\"]\n",
+        main.addr, alt.addr
+    ));
     toml.push_str(plugins);
     Proxy::start(&toml)
 }
@@ -45,19 +50,48 @@ config = { upstream = "alt", percent = 0, header = { name = "x-canary", value = 
 wasm = "canary.wasm"
 config = { upstream = "alt", percent = 50 }
 "#;
-    let proxy = proxy(&main, &alt, &[("/match/", "\"canary-header\"", "main"), ("/share/", "\"canary-half\"", "main")], plugins);
+    let proxy = proxy(
+        &main,
+        &alt,
+        &[
+            ("/match/", "\"canary-header\"", "main"),
+            ("/share/", "\"canary-half\"", "main"),
+        ],
+        plugins,
+    );
     let url = proxy.url("web");
-    assert_eq!(get(&format!("{url}/match/"), &[]).await.header("x-backend"), "main");
-    assert_eq!(get(&format!("{url}/match/"), &[("x-canary", "1")]).await.header("x-backend"), "alt");
-    assert_eq!(get(&format!("{url}/match/"), &[("x-canary", "2")]).await.header("x-backend"), "main");
-    assert_eq!(get(&format!("{url}/match/"), &[("cookie", "a=b; beta=yes")]).await.header("x-backend"), "alt");
+    assert_eq!(
+        get(&format!("{url}/match/"), &[]).await.header("x-backend"),
+        "main"
+    );
+    assert_eq!(
+        get(&format!("{url}/match/"), &[("x-canary", "1")])
+            .await
+            .header("x-backend"),
+        "alt"
+    );
+    assert_eq!(
+        get(&format!("{url}/match/"), &[("x-canary", "2")])
+            .await
+            .header("x-backend"),
+        "main"
+    );
+    assert_eq!(
+        get(&format!("{url}/match/"), &[("cookie", "a=b; beta=yes")])
+            .await
+            .header("x-backend"),
+        "alt"
+    );
     let mut to_alt = 0;
     for _ in 0..200 {
         if get(&format!("{url}/share/"), &[]).await.header("x-backend") == "alt" {
             to_alt += 1;
         }
     }
-    assert!((50..150).contains(&to_alt), "50% canary sent {to_alt} of 200 requests");
+    assert!(
+        (50..150).contains(&to_alt),
+        "50% canary sent {to_alt} of 200 requests"
+    );
 }
 
 #[tokio::test]
@@ -72,9 +106,15 @@ config = { rules = [ { path_prefix = "/admin/", status = 403, body = "forbidden"
     let proxy = proxy(&main, &alt, &[("/", "\"guard\"", "main")], plugins);
     let url = proxy.url("web");
     let blocked = get(&format!("{url}/admin/users"), &[]).await;
-    assert_eq!((blocked.status.as_u16(), blocked.body.as_str()), (403, "forbidden"));
+    assert_eq!(
+        (blocked.status.as_u16(), blocked.body.as_str()),
+        (403, "forbidden")
+    );
     let moved = get(&format!("{url}/old/page"), &[]).await;
-    assert_eq!((moved.status.as_u16(), moved.header("location")), (301, "/new/"));
+    assert_eq!(
+        (moved.status.as_u16(), moved.header("location")),
+        (301, "/new/")
+    );
     assert_eq!(main.requests(), 0);
     assert_eq!(get(&format!("{url}/public"), &[]).await.status, 200);
     assert_eq!(main.requests(), 1);
@@ -95,7 +135,12 @@ config = { upstream = "alt", header = { name = "x-env", value = "demo" } }
 "#
     );
     // tag sets x-env: demo, so the canary (later in the chain) sees it and moves the request.
-    let proxy = proxy(&main, &alt, &[("/", "\"tag\", \"guard\", \"canary\"", "main")], &plugins);
+    let proxy = proxy(
+        &main,
+        &alt,
+        &[("/", "\"tag\", \"guard\", \"canary\"", "main")],
+        &plugins,
+    );
     let url = proxy.url("web");
     let reply = get(&format!("{url}/ok"), &[]).await;
     assert_eq!(reply.header("x-backend"), "alt");
@@ -126,14 +171,28 @@ memory_limit = "16MiB"
 #[tokio::test]
 async fn trapping_plugin_fails_only_its_request() {
     let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
-    let proxy = proxy(&main, &alt, &[("/closed/", "\"trap-closed\"", "main"), ("/open/", "\"trap-open\"", "main")], MISBEHAVING);
+    let proxy = proxy(
+        &main,
+        &alt,
+        &[
+            ("/closed/", "\"trap-closed\"", "main"),
+            ("/open/", "\"trap-open\"", "main"),
+        ],
+        MISBEHAVING,
+    );
     let url = proxy.url("web");
     for _ in 0..3 {
         let failed = get(&format!("{url}/closed/"), &[("x-trap", "1")]).await;
-        assert_eq!((failed.status.as_u16(), failed.body.as_str()), (500, "500 Internal Server Error\n"));
+        assert_eq!(
+            (failed.status.as_u16(), failed.body.as_str()),
+            (500, "500 Internal Server Error\n")
+        );
         let next = get(&format!("{url}/closed/"), &[]).await;
         assert_eq!(next.status, 200);
         assert!(next.body.contains("x-trap-plugin: passed"), "{}", next.body);
+        // Writing to stdout (WASI streams are not for plugins) fails the request, not the host.
+        let printed = get(&format!("{url}/closed/"), &[("x-print", "1")]).await;
+        assert_eq!(printed.status, 500);
         // Fail-open: the plugin is skipped, the request goes through untouched.
         let skipped = get(&format!("{url}/open/"), &[("x-trap", "1")]).await;
         assert_eq!(skipped.status, 200);
@@ -144,13 +203,25 @@ async fn trapping_plugin_fails_only_its_request() {
 #[tokio::test]
 async fn looping_plugin_is_stopped_at_its_deadline() {
     let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
-    let proxy = proxy(&main, &alt, &[("/closed/", "\"spin-closed\"", "main"), ("/open/", "\"spin-open\"", "main")], MISBEHAVING);
+    let proxy = proxy(
+        &main,
+        &alt,
+        &[
+            ("/closed/", "\"spin-closed\"", "main"),
+            ("/open/", "\"spin-open\"", "main"),
+        ],
+        MISBEHAVING,
+    );
     let url = proxy.url("web");
     for _ in 0..2 {
         let started = Instant::now();
         let failed = get(&format!("{url}/closed/"), &[("x-spin", "1")]).await;
         assert_eq!(failed.status, 500);
-        assert!(started.elapsed() < Duration::from_secs(2), "deadline not enforced: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "deadline not enforced: {:?}",
+            started.elapsed()
+        );
         let skipped = get(&format!("{url}/open/"), &[("x-spin", "1")]).await;
         assert_eq!(skipped.status, 200);
         let next = get(&format!("{url}/closed/"), &[]).await;

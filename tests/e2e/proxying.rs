@@ -31,16 +31,28 @@ async fn forwards_host_and_forwarding_headers_and_strips_hop_by_hop() {
     let proxy = Proxy::start(&one_route(&backend.addr.to_string(), ""));
     let reply = get(
         &format!("{}/path?q=1", proxy.url("web")),
-        &[("host", "shop.example.com"), ("x-forwarded-for", "203.0.113.9"), ("connection", "x-drop-me"), ("x-drop-me", "1"), ("x-keep", "yes")],
+        &[
+            ("host", "shop.example.com"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("connection", "x-drop-me"),
+            ("x-drop-me", "1"),
+            ("x-keep", "yes"),
+        ],
     )
     .await;
     assert_eq!(reply.status, 200);
     let seen = reply.body.to_lowercase();
     assert!(seen.starts_with("get /path?q=1 http/1.1"), "{seen}");
     assert!(seen.contains("host: shop.example.com\n"), "{seen}");
-    assert!(seen.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"), "{seen}");
+    assert!(
+        seen.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"),
+        "{seen}"
+    );
     assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
-    assert!(seen.contains("x-forwarded-host: shop.example.com\n"), "{seen}");
+    assert!(
+        seen.contains("x-forwarded-host: shop.example.com\n"),
+        "{seen}"
+    );
     assert!(seen.contains("x-keep: yes\n"), "{seen}");
     assert!(!seen.contains("x-drop-me"), "{seen}");
     // And on the way back.
@@ -54,20 +66,29 @@ async fn h2c_through_the_proxy() {
     let proxy = Proxy::start(&one_route(&backend.addr.to_string(), ""));
     let client = h2c_client();
     for _ in 0..3 {
-        let req = http::Request::get(format!("{}/h2", proxy.url("web"))).body(Full::new(Bytes::new())).unwrap();
+        let req = http::Request::get(format!("{}/h2", proxy.url("web")))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         let reply = send(&client, req).await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.header("x-backend"), "b");
         // The backend speaks HTTP/1.1 and sees a Host header made from :authority.
         assert!(reply.body.contains("HTTP/1.1"), "{}", reply.body);
-        assert!(reply.body.contains(&format!("host: {}", proxy.addr("web"))), "{}", reply.body);
+        assert!(
+            reply.body.contains(&format!("host: {}", proxy.addr("web"))),
+            "{}",
+            reply.body
+        );
     }
 }
 
 #[tokio::test]
 async fn connection_refused_is_502() {
     // Bind and drop to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let proxy = Proxy::start(&one_route(&port.to_string(), ""));
     let reply = get(&format!("{}/", proxy.url("web")), &[]).await;
     assert_eq!(reply.status, 502);
@@ -86,7 +107,10 @@ async fn slow_upstream_is_504() {
         }),
     )
     .await;
-    let proxy = Proxy::start(&one_route(&backend.addr.to_string(), "response_timeout = \"300ms\""));
+    let proxy = Proxy::start(&one_route(
+        &backend.addr.to_string(),
+        "response_timeout = \"300ms\"",
+    ));
     let started = Instant::now();
     let reply = get(&format!("{}/", proxy.url("web")), &[]).await;
     assert_eq!(reply.status, 504);
@@ -106,16 +130,25 @@ async fn streams_large_bodies_both_ways() {
                     received += frame.unwrap().data_ref().map_or(0, |d| d.len());
                 }
                 let payload = vec![b'x'; 32 << 20];
-                http::Response::builder().header("x-received", received.to_string()).body(Full::new(Bytes::from(payload))).unwrap()
+                http::Response::builder()
+                    .header("x-received", received.to_string())
+                    .body(Full::new(Bytes::from(payload)))
+                    .unwrap()
             })
         }),
     )
     .await;
     let proxy = Proxy::start(&one_route(&backend.addr.to_string(), ""));
     let stream = futures_stream(16 << 20);
-    let req = http::Request::post(format!("{}/upload", proxy.url("web"))).body(StreamBody::new(stream)).unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req)).await.unwrap().unwrap();
+    let req = http::Request::post(format!("{}/upload", proxy.url("web")))
+        .body(StreamBody::new(stream))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(resp.headers()["x-received"], (16 << 20).to_string());
     let mut body = resp.into_body();
     let mut total = 0;
@@ -126,9 +159,15 @@ async fn streams_large_bodies_both_ways() {
 }
 
 /// A chunked request body of `len` bytes in 64 KiB frames.
-fn futures_stream(len: usize) -> impl futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> + Send + 'static {
+fn futures_stream(
+    len: usize,
+) -> impl futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>
++ Send
++ 'static {
     let chunk = Bytes::from(vec![b'y'; 64 << 10]);
-    futures_util::stream::iter((0..len / chunk.len()).map(move |_| Ok(hyper::body::Frame::data(chunk.clone()))))
+    futures_util::stream::iter(
+        (0..len / chunk.len()).map(move |_| Ok(hyper::body::Frame::data(chunk.clone()))),
+    )
 }
 
 #[tokio::test]
@@ -137,11 +176,19 @@ async fn slow_header_sender_is_cut_off() {
     let proxy = Proxy::start(&one_route(&backend.addr.to_string(), ""));
     let started = Instant::now();
     // Never finishes the header section; the listener's 1 s header_read_timeout ends it.
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr("web")).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr("web"))
+        .await
+        .unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: 1").await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: 1")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
-    assert!(started.elapsed() < Duration::from_secs(4), "connection not closed in time");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "connection not closed in time"
+    );
     assert_eq!(backend.requests(), 0);
 }

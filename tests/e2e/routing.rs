@@ -44,14 +44,41 @@ endpoints = ["{}"]
 
 #[tokio::test]
 async fn routes_by_host_and_longest_prefix() {
-    let (a, b, c) = (Backend::start("a").await, Backend::start("b").await, Backend::start("c").await);
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
     let proxy = Proxy::start(&config(&a, &b, &c));
     let url = proxy.url("web");
     assert_eq!(get(&format!("{url}/x"), &[]).await.header("x-backend"), "a");
-    assert_eq!(get(&format!("{url}/api/users"), &[]).await.header("x-backend"), "b");
-    assert_eq!(get(&format!("{url}/api/v2/users"), &[]).await.header("x-backend"), "c");
-    assert_eq!(get(&format!("{url}/only/x"), &[("host", "API.example.com")]).await.header("x-backend"), "c");
-    assert_eq!(get(&format!("{url}/anything"), &[("host", "www.example.org:8080")]).await.header("x-backend"), "b");
+    assert_eq!(
+        get(&format!("{url}/api/users"), &[])
+            .await
+            .header("x-backend"),
+        "b"
+    );
+    assert_eq!(
+        get(&format!("{url}/api/v2/users"), &[])
+            .await
+            .header("x-backend"),
+        "c"
+    );
+    assert_eq!(
+        get(&format!("{url}/only/x"), &[("host", "API.example.com")])
+            .await
+            .header("x-backend"),
+        "c"
+    );
+    assert_eq!(
+        get(
+            &format!("{url}/anything"),
+            &[("host", "www.example.org:8080")]
+        )
+        .await
+        .header("x-backend"),
+        "b"
+    );
     // A host with its own routes does not fall back to the host-less ones.
     let missing = get(&format!("{url}/x"), &[("host", "api.example.com")]).await;
     assert_eq!(missing.status, 404);
@@ -79,11 +106,18 @@ async fn round_robin_spreads_evenly_and_reuses_connections() {
     ));
     let client = http1_client();
     for _ in 0..100 {
-        let req = http::Request::get(format!("{}/", proxy.url("web"))).body(Default::default()).unwrap();
+        let req = http::Request::get(format!("{}/", proxy.url("web")))
+            .body(Default::default())
+            .unwrap();
         assert_eq!(send(&client, req).await.status, 200);
     }
     assert_eq!(a.requests(), 50);
     assert_eq!(b.requests(), 50);
     // Sequential requests on one client connection: the proxy keeps one connection per backend.
-    assert!(a.connections() <= 2 && b.connections() <= 2, "connections: {} {}", a.connections(), b.connections());
+    assert!(
+        a.connections() <= 2 && b.connections() <= 2,
+        "connections: {} {}",
+        a.connections(),
+        b.connections()
+    );
 }

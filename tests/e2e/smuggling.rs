@@ -5,7 +5,7 @@ use maitred_tests::*;
 async fn setup() -> (Backend, Proxy) {
     let backend = Backend::start("b").await;
     let proxy = Proxy::start(&format!(
-        "[runtime]\nworkers = 1\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmax_header_size = \"16KiB\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [\"{}\"]\n",
+        "[runtime]\nworkers = 1\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmax_header_size = \"128KiB\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [\"{}\"]\n",
         backend.addr
     ));
     (backend, proxy)
@@ -15,7 +15,10 @@ async fn setup() -> (Backend, Proxy) {
 async fn rejects_smuggling_shapes_with_4xx_and_forwards_nothing() {
     let (backend, proxy) = setup().await;
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(70_000));
-    let big_header = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(70_000));
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(200_000)
+    );
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("conflicting CL", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec()),
         ("invalid CL", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\nhello".to_vec()),
@@ -38,7 +41,8 @@ async fn rejects_smuggling_shapes_with_4xx_and_forwards_nothing() {
         let status = raw_status(&response);
         // An empty reply (connection closed) is acceptable only for bodies hyper must abort mid-stream.
         assert!(
-            (400..500).contains(&status) || (name == "invalid chunk size" && !response.contains(" 200 ")),
+            (400..500).contains(&status)
+                || (name == "invalid chunk size" && !response.contains(" 200 ")),
             "{name}: expected a 4xx, got {response:?}"
         );
         if name == "long uri" {
@@ -48,9 +52,16 @@ async fn rejects_smuggling_shapes_with_4xx_and_forwards_nothing() {
             assert_eq!(status, 431, "{name}");
         }
     }
-    assert_eq!(backend.requests(), 0, "a malformed request reached the backend");
+    assert_eq!(
+        backend.requests(),
+        0,
+        "a malformed request reached the backend"
+    );
     // The proxy still works.
-    assert_eq!(get(&format!("{}/", proxy.url("web")), &[]).await.status, 200);
+    assert_eq!(
+        get(&format!("{}/", proxy.url("web")), &[]).await.status,
+        200
+    );
 }
 
 /// hyper's parser resolves these shapes before the proxy sees the request, as RFC 9112
@@ -73,8 +84,12 @@ async fn ambiguous_framing_reaches_the_upstream_with_one_framing_only() {
         }
         assert_eq!(status, 200, "{name}: {response}");
         let seen = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let framings = seen.matches("content-length:").count() + seen.matches("transfer-encoding:").count();
-        assert!(framings <= 1, "{name}: upstream saw more than one framing header: {seen}");
+        let framings =
+            seen.matches("content-length:").count() + seen.matches("transfer-encoding:").count();
+        assert!(
+            framings <= 1,
+            "{name}: upstream saw more than one framing header: {seen}"
+        );
     }
     assert!(backend.requests() <= 3);
 }

@@ -41,7 +41,11 @@ impl Backend {
     /// A backend that answers `200` with `x-backend: NAME`, `server: test-backend`, and a
     /// body listing the request line and headers (`name: value` lines).
     pub async fn start(name: &str) -> Backend {
-        Self::start_with(name, Arc::new(|req| Box::pin(async move { echo(req).await }))).await
+        Self::start_with(
+            name,
+            Arc::new(|req| Box::pin(async move { echo(req).await })),
+        )
+        .await
     }
 
     /// A backend answering with `handler` (it still adds `x-backend`).
@@ -53,7 +57,9 @@ impl Backend {
         let (r, c, n) = (requests.clone(), connections.clone(), name.to_string());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 c.fetch_add(1, Ordering::SeqCst);
                 let (r, n, handler) = (r.clone(), n.clone(), handler.clone());
                 tokio::spawn(async move {
@@ -66,11 +72,19 @@ impl Backend {
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
-        Backend { addr, name: name.to_string(), requests, connections, task }
+        Backend {
+            addr,
+            name: name.to_string(),
+            requests,
+            connections,
+            task,
+        }
     }
 
     /// Requests received so far.
@@ -96,7 +110,10 @@ pub async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
     for (k, v) in req.headers() {
         text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
     }
-    Response::builder().header("server", "test-backend").body(Full::new(Bytes::from(text))).unwrap()
+    Response::builder()
+        .header("server", "test-backend")
+        .body(Full::new(Bytes::from(text)))
+        .unwrap()
 }
 
 /// A running proxy started from a TOML string. Relative `wasm` paths resolve against
@@ -109,8 +126,11 @@ pub struct Proxy {
 impl Proxy {
     /// Validates `toml` and starts the proxy; panics with the config error otherwise.
     pub fn start(toml: &str) -> Proxy {
-        let config = maitred::Config::from_toml(toml, &plugin_dir().join("test.toml")).unwrap_or_else(|e| panic!("config: {e}"));
-        Proxy { server: maitred::Server::start(config).unwrap_or_else(|e| panic!("start: {e}")) }
+        let config = maitred::Config::from_toml(toml, &plugin_dir().join("test.toml"))
+            .unwrap_or_else(|e| panic!("config: {e}"));
+        Proxy {
+            server: maitred::Server::start(config).unwrap_or_else(|e| panic!("start: {e}")),
+        }
     }
 
     /// The address of listener `name`.
@@ -138,32 +158,52 @@ pub struct Reply {
 impl Reply {
     /// A header's value as text, or "" when absent.
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
 /// An HTTP/1.1 client with keep-alive (one pool per client).
-pub fn http1_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+pub fn http1_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// An HTTP/2 cleartext (prior knowledge) client.
-pub fn h2c_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+pub fn h2c_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 /// Sends `req` with `client` and reads the whole reply (10 s limit).
 pub async fn send(
-    client: &hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
     req: Request<Full<Bytes>>,
 ) -> Reply {
     let fut = async {
         let resp = client.request(req).await.expect("request failed");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body failed").to_bytes();
-        Reply { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
     };
-    tokio::time::timeout(Duration::from_secs(10), fut).await.expect("request timed out")
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("request timed out")
 }
 
 /// `GET url` with extra headers, over a fresh HTTP/1.1 client.
@@ -186,5 +226,9 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
 
 /// The status code of a raw HTTP/1.1 response text (`"HTTP/1.1 400 ..."` -> 400), 0 if none.
 pub fn raw_status(response: &str) -> u16 {
-    response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

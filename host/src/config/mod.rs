@@ -148,7 +148,9 @@ pub struct PluginConfig {
 impl Config {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::at(path, "", None, "", format!("cannot read config file: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::at(path, "", None, "", format!("cannot read config file: {e}"))
+        })?;
         Self::from_toml(&text, path)
     }
 
@@ -167,14 +169,27 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err<T>(&self, span: std::ops::Range<usize>, key: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
-        Err(ConfigError::at(self.file, self.text, Some(span), key, message))
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::at(
+            self.file,
+            self.text,
+            Some(span),
+            key,
+            message,
+        ))
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let base = self.file.parent().unwrap_or(Path::new("."));
         let workers = match raw.runtime.workers {
-            Some(w) if *w.get_ref() == 0 => return self.err(w.span(), "runtime.workers", "must be at least 1"),
+            Some(w) if *w.get_ref() == 0 => {
+                return self.err(w.span(), "runtime.workers", "must be at least 1");
+            }
             Some(w) => *w.get_ref(),
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
@@ -195,13 +210,19 @@ impl Validator<'_> {
         for (i, l) in raw.listeners.iter().enumerate() {
             let key = format!("listener[{i}]");
             if !listener_names.insert(l.name.get_ref().clone()) {
-                return self.err(l.name.span(), format!("{key}.name"), format!("duplicate listener name {:?}", l.name.get_ref()));
+                return self.err(
+                    l.name.span(),
+                    format!("{key}.name"),
+                    format!("duplicate listener name {:?}", l.name.get_ref()),
+                );
             }
             listeners.push(ListenerConfig {
                 name: l.name.get_ref().clone(),
                 listen: self.address(&l.listen, &format!("{key}.listen"))?,
                 protocol: ListenerProtocol::Http,
-                header_read_timeout: l.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+                header_read_timeout: l
+                    .header_read_timeout
+                    .map_or(Duration::from_secs(10), |d| d.0),
                 max_header_size: l.max_header_size.map_or(64 * 1024, |s| s.0 as usize),
             });
         }
@@ -210,7 +231,11 @@ impl Validator<'_> {
             if l.listen.port() != 0
                 && let Some(other) = bound.insert(l.listen, &l.name)
             {
-                return self.err(raw.listeners[i].listen.span(), format!("listener[{i}].listen"), format!("address {} is already used by listener {other:?}", l.listen));
+                return self.err(
+                    raw.listeners[i].listen.span(),
+                    format!("listener[{i}].listen"),
+                    format!("address {} is already used by listener {other:?}", l.listen),
+                );
             }
         }
 
@@ -223,18 +248,42 @@ impl Validator<'_> {
             let route_listeners = match &r.listener {
                 Some(name) => {
                     if !listener_names.contains(name.get_ref()) {
-                        return self.err(name.span(), format!("{key}.listener"), format!("unknown listener {:?}{}", name.get_ref(), defined(listener_names.iter().map(String::as_str))));
+                        return self.err(
+                            name.span(),
+                            format!("{key}.listener"),
+                            format!(
+                                "unknown listener {:?}{}",
+                                name.get_ref(),
+                                defined(listener_names.iter().map(String::as_str))
+                            ),
+                        );
                     }
                     vec![name.get_ref().clone()]
                 }
                 None => listeners.iter().map(|l| l.name.clone()).collect(),
             };
             if !upstream_names.contains(r.upstream.get_ref().as_str()) {
-                return self.err(r.upstream.span(), format!("{key}.upstream"), format!("unknown upstream {:?}{}", r.upstream.get_ref(), defined(upstream_names.iter().copied())));
+                return self.err(
+                    r.upstream.span(),
+                    format!("{key}.upstream"),
+                    format!(
+                        "unknown upstream {:?}{}",
+                        r.upstream.get_ref(),
+                        defined(upstream_names.iter().copied())
+                    ),
+                );
             }
             for (j, p) in r.plugins.iter().enumerate() {
                 if !plugin_names.contains(p.get_ref().as_str()) {
-                    return self.err(p.span(), format!("{key}.plugins[{j}]"), format!("unknown plugin {:?}{}", p.get_ref(), defined(plugin_names.iter().copied())));
+                    return self.err(
+                        p.span(),
+                        format!("{key}.plugins[{j}]"),
+                        format!(
+                            "unknown plugin {:?}{}",
+                            p.get_ref(),
+                            defined(plugin_names.iter().copied())
+                        ),
+                    );
                 }
             }
             let host = match &r.host {
@@ -242,13 +291,24 @@ impl Validator<'_> {
                 None => None,
             };
             let path_prefix = match &r.path_prefix {
-                Some(p) if !p.get_ref().starts_with('/') => return self.err(p.span(), format!("{key}.path_prefix"), "must start with '/'"),
+                Some(p) if !p.get_ref().starts_with('/') => {
+                    return self.err(
+                        p.span(),
+                        format!("{key}.path_prefix"),
+                        "must start with '/'",
+                    );
+                }
                 Some(p) => p.get_ref().clone(),
                 None => "/".to_string(),
             };
             for l in &route_listeners {
-                if let Some(other) = seen_matches.insert((l.clone(), host.clone(), path_prefix.clone()), i) {
-                    let span = r.path_prefix.as_ref().map_or(r.upstream.span(), Spanned::span);
+                if let Some(other) =
+                    seen_matches.insert((l.clone(), host.clone(), path_prefix.clone()), i)
+                {
+                    let span = r
+                        .path_prefix
+                        .as_ref()
+                        .map_or(r.upstream.span(), Spanned::span);
                     return self.err(span, key, format!("matches the same host and path prefix as route[{other}] on listener {l:?}"));
                 }
             }
@@ -261,19 +321,34 @@ impl Validator<'_> {
             });
         }
 
-        Ok(Config { source: self.file.to_path_buf(), runtime: RuntimeConfig { workers }, listeners, routes, upstreams, plugins })
+        Ok(Config {
+            source: self.file.to_path_buf(),
+            runtime: RuntimeConfig { workers },
+            listeners,
+            routes,
+            upstreams,
+            plugins,
+        })
     }
 
     fn upstream(&self, name: &str, up: &raw::RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         let key = format!("upstream.{name}");
         if up.endpoints.get_ref().is_empty() {
-            return self.err(up.endpoints.span(), format!("{key}.endpoints"), "needs at least one endpoint");
+            return self.err(
+                up.endpoints.span(),
+                format!("{key}.endpoints"),
+                "needs at least one endpoint",
+            );
         }
         let mut endpoints = Vec::new();
         for (i, e) in up.endpoints.get_ref().iter().enumerate() {
             let addr = self.address(e, &format!("{key}.endpoints[{i}]"))?;
             if endpoints.contains(&addr) {
-                return self.err(e.span(), format!("{key}.endpoints[{i}]"), format!("duplicate endpoint {addr}"));
+                return self.err(
+                    e.span(),
+                    format!("{key}.endpoints[{i}]"),
+                    format!("duplicate endpoint {addr}"),
+                );
             }
             endpoints.push(addr);
         }
@@ -290,17 +365,37 @@ impl Validator<'_> {
         })
     }
 
-    fn plugin(&self, base: &Path, name: &str, p: &raw::RawPlugin) -> Result<PluginConfig, ConfigError> {
+    fn plugin(
+        &self,
+        base: &Path,
+        name: &str,
+        p: &raw::RawPlugin,
+    ) -> Result<PluginConfig, ConfigError> {
         let key = format!("plugin.{name}");
         let config_json = match &p.config {
-            Some(v) => serde_json::to_string(v.get_ref()).map_err(|e| ConfigError::at(self.file, self.text, Some(v.span()), format!("{key}.config"), e.to_string()))?,
+            Some(v) => serde_json::to_string(v.get_ref()).map_err(|e| {
+                ConfigError::at(
+                    self.file,
+                    self.text,
+                    Some(v.span()),
+                    format!("{key}.config"),
+                    e.to_string(),
+                )
+            })?,
             None => "{}".to_string(),
         };
         let memory_limit = p.memory_limit.as_ref().map_or(64 << 20, |s| s.get_ref().0);
         if let Some(limit) = &p.memory_limit
             && !(1 << 20..=crate::plugin::engine::MAX_PLUGIN_MEMORY).contains(&memory_limit)
         {
-            return self.err(limit.span(), format!("{key}.memory_limit"), format!("must be between 1MiB and {}MiB", crate::plugin::engine::MAX_PLUGIN_MEMORY >> 20));
+            return self.err(
+                limit.span(),
+                format!("{key}.memory_limit"),
+                format!(
+                    "must be between 1MiB and {}MiB",
+                    crate::plugin::engine::MAX_PLUGIN_MEMORY >> 20
+                ),
+            );
         }
         Ok(PluginConfig {
             name: name.to_owned(),
@@ -328,9 +423,20 @@ impl Validator<'_> {
     fn host_pattern(&self, host: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
         let h = host.get_ref().to_ascii_lowercase();
         let name = h.strip_prefix("*.").unwrap_or(&h);
-        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') && !name.starts_with('.');
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            && !name.starts_with('.');
         if !valid {
-            return self.err(host.span(), key, format!("invalid host {:?}; write \"api.example.com\" or \"*.example.com\"", host.get_ref()));
+            return self.err(
+                host.span(),
+                key,
+                format!(
+                    "invalid host {:?}; write \"api.example.com\" or \"*.example.com\"",
+                    host.get_ref()
+                ),
+            );
         }
         Ok(h)
     }

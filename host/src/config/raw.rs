@@ -91,11 +91,18 @@ pub(super) struct RawPlugin {
 impl RawConfig {
     /// Parses TOML `text` from `file`, reporting the failing key's path and position.
     pub fn parse(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::at(file, text, e.span(), "", e.message().trim()))?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::at(file, text, e.span(), "", e.message().trim()))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
-            ConfigError::at(file, text, inner.span(), if key == "." { String::new() } else { key }, inner.message().trim())
+            ConfigError::at(
+                file,
+                text,
+                inner.span(),
+                if key == "." { String::new() } else { key },
+                inner.message().trim(),
+            )
         })
     }
 }

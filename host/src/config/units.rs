@@ -12,7 +12,11 @@ impl<'de> Deserialize<'de> for DurationStr {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text)
             .map(DurationStr)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. \"5s\" or \"250ms\"")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {text:?} ({e}); write e.g. \"5s\" or \"250ms\""
+                ))
+            })
     }
 }
 
@@ -31,7 +35,9 @@ impl<'de> Deserialize<'de> for SizeStr {
         match Raw::deserialize(d)? {
             Raw::Int(n) => Ok(SizeStr(n)),
             Raw::Text(text) => parse_size(&text).map(SizeStr).ok_or_else(|| {
-                serde::de::Error::custom(format!("invalid size {text:?}; write e.g. \"64MiB\", \"512k\" or \"1048576\""))
+                serde::de::Error::custom(format!(
+                    "invalid size {text:?}; write e.g. \"64MiB\", \"512k\" or \"1048576\""
+                ))
             }),
         }
     }
@@ -40,7 +46,9 @@ impl<'de> Deserialize<'de> for SizeStr {
 /// Parses `"64MiB"`, `"64MB"`, `"64m"`, `"8k"`, `"1024"` (binary multiples throughout).
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits_end);
     let number: u64 = number.parse().ok()?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {

@@ -35,7 +35,11 @@ impl HttpListener {
             .max_header_list_size(config.max_header_size as u32)
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(Duration::from_secs(30)));
-        HttpListener { name: Arc::from(config.name.as_str()), shared, builder: Arc::new(builder) }
+        HttpListener {
+            name: Arc::from(config.name.as_str()),
+            shared,
+            builder: Arc::new(builder),
+        }
     }
 }
 
@@ -52,14 +56,21 @@ pub async fn serve_http(listener: HttpListener, socket: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let context = Arc::new(ConnectionContext { shared: listener.shared.clone(), listener: listener.name.clone(), client });
+        let context = Arc::new(ConnectionContext {
+            shared: listener.shared.clone(),
+            listener: listener.name.clone(),
+            client,
+        });
         let builder = listener.builder.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let context = context.clone();
                 async move { Ok::<_, Infallible>(proxy::handle(&context, req).await) }
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%client, "connection ended: {e}");
             }
         });

@@ -5,9 +5,9 @@
 //! allocator's slots are shared by every snapshot); the ticker advances the engine's epoch
 //! every [`EPOCH_TICK`], and a store's deadline is counted in those ticks.
 
+use super::PluginError;
 use super::bindings::Filter;
 use super::state::PluginState;
-use super::PluginError;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -61,17 +61,30 @@ impl PluginEngine {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         start_epoch_ticker(engine.weak());
-        Ok(PluginEngine { engine, linker, compiled: Mutex::new(HashMap::new()) })
+        Ok(PluginEngine {
+            engine,
+            linker,
+            compiled: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Compiles `wasm` (a component), or returns the cached compilation of identical bytes.
     pub fn compile(&self, wasm: &[u8]) -> Result<Component, PluginError> {
         let hash: [u8; 32] = Sha256::digest(wasm).into();
-        if let Some(c) = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+        {
             return Ok(c.clone());
         }
-        let component = Component::new(&self.engine, wasm).map_err(|e| PluginError::Compile(format!("{e:#}")))?;
-        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(hash, component.clone());
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, component.clone());
         Ok(component)
     }
 

@@ -48,18 +48,29 @@ impl LoadedPlugin {
     /// Reads, compiles and links the plugin, and runs `init` once to prove its config is good.
     /// `workers` is the number of worker threads (one instance pool each).
     pub fn load(config: &PluginConfig, workers: usize) -> Result<LoadedPlugin, PluginError> {
-        let wasm = std::fs::read(&config.wasm).map_err(|e| PluginError::Read(config.wasm.clone(), e.to_string()))?;
+        let wasm = std::fs::read(&config.wasm)
+            .map_err(|e| PluginError::Read(config.wasm.clone(), e.to_string()))?;
         Self::from_bytes(config, &wasm, workers)
     }
 
     /// Like [`LoadedPlugin::load`], from the component's bytes.
-    pub fn from_bytes(config: &PluginConfig, wasm: &[u8], workers: usize) -> Result<LoadedPlugin, PluginError> {
+    pub fn from_bytes(
+        config: &PluginConfig,
+        wasm: &[u8],
+        workers: usize,
+    ) -> Result<LoadedPlugin, PluginError> {
         if config.memory_limit > MAX_PLUGIN_MEMORY {
-            return Err(PluginError::Config(format!("memory_limit may be at most {} MiB", MAX_PLUGIN_MEMORY >> 20)));
+            return Err(PluginError::Config(format!(
+                "memory_limit may be at most {} MiB",
+                MAX_PLUGIN_MEMORY >> 20
+            )));
         }
         let engine = PluginEngine::global()?;
         let component = engine.compile(wasm)?;
-        let pre = engine.linker().instantiate_pre(&component).map_err(|e| PluginError::Link(format!("{e:#}")))?;
+        let pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
         let pre = FilterPre::new(pre).map_err(|e| PluginError::Link(format!("{e:#}")))?;
         let mut plugin = LoadedPlugin {
             name: Arc::from(config.name.as_str()),
@@ -72,9 +83,13 @@ impl LoadedPlugin {
             pool_size: config.pool_size,
             pre,
             engine,
-            pools: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            pools: (0..workers.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
         };
-        let (first, phases) = plugin.instantiate().map_err(|f| PluginError::Init(f.to_string()))?;
+        let (first, phases) = plugin
+            .instantiate()
+            .map_err(|f| PluginError::Init(f.to_string()))?;
         plugin.phases = phases;
         plugin.release(first);
         Ok(plugin)
@@ -111,24 +126,40 @@ impl LoadedPlugin {
     }
 
     /// Runs `on-request` on `instance` with `view` lent to it; the view comes back either way.
-    pub fn on_request(&self, instance: &mut PluginInstance, view: RequestView) -> (RequestView, Result<RequestAction, PluginFailure>) {
+    pub fn on_request(
+        &self,
+        instance: &mut PluginInstance,
+        view: RequestView,
+    ) -> (RequestView, Result<RequestAction, PluginFailure>) {
         let store = &mut instance.store;
         store.data_mut().request = Some(view);
         store.set_epoch_deadline(self.call_ticks);
         let filter = &instance.filter;
         let result = contain(|| filter.call_on_request(&mut *store, Resource::new_borrow(0)));
-        let view = store.data_mut().request.take().expect("the request view stays in the store during the call");
+        let view = store
+            .data_mut()
+            .request
+            .take()
+            .expect("the request view stays in the store during the call");
         (view, result)
     }
 
     /// Runs `on-response` on `instance` with `view` lent to it; the view comes back either way.
-    pub fn on_response(&self, instance: &mut PluginInstance, view: ResponseView) -> (ResponseView, Result<(), PluginFailure>) {
+    pub fn on_response(
+        &self,
+        instance: &mut PluginInstance,
+        view: ResponseView,
+    ) -> (ResponseView, Result<(), PluginFailure>) {
         let store = &mut instance.store;
         store.data_mut().response = Some(view);
         store.set_epoch_deadline(self.call_ticks);
         let filter = &instance.filter;
         let result = contain(|| filter.call_on_response(&mut *store, Resource::new_borrow(0)));
-        let view = store.data_mut().response.take().expect("the response view stays in the store during the call");
+        let view = store
+            .data_mut()
+            .response
+            .take()
+            .expect("the response view stays in the store during the call");
         (view, result)
     }
 
@@ -138,11 +169,15 @@ impl LoadedPlugin {
 
     /// A new instance with `init` run on it, and the phases `init` asked for.
     fn instantiate(&self) -> Result<(PluginInstance, Phases), PluginFailure> {
-        let mut store = Store::new(&self.engine.engine, PluginState::new(self.name.clone(), self.memory_limit));
+        let mut store = Store::new(
+            &self.engine.engine,
+            PluginState::new(self.name.clone(), self.memory_limit),
+        );
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
         let filter = contain(|| self.pre.instantiate(&mut store))?;
-        let phases = contain(|| filter.call_init(&mut store, &self.config_json))?.map_err(PluginFailure::Init)?;
+        let phases = contain(|| filter.call_init(&mut store, &self.config_json))?
+            .map_err(PluginFailure::Init)?;
         Ok((PluginInstance { store, filter }, phases))
     }
 }
@@ -154,8 +189,14 @@ fn contain<T>(call: impl FnOnce() -> wasmtime::Result<T>) -> Result<T, PluginFai
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
         Ok(result) => result.map_err(PluginFailure::from_call),
         Err(panic) => {
-            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
-            Err(PluginFailure::Trap(format!("host function failed: {}", what.unwrap_or_default())))
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned());
+            Err(PluginFailure::Trap(format!(
+                "host function failed: {}",
+                what.unwrap_or_default()
+            )))
         }
     }
 }

@@ -12,7 +12,6 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-
 /// Marker type of the `request` resource: there is only ever the one request in the store.
 pub struct RequestHandle;
 /// Marker type of the `response` resource: there is only ever the one response in the store.
@@ -68,17 +67,24 @@ impl PluginState {
     }
 
     fn req(&mut self) -> wasmtime::Result<&mut RequestView> {
-        self.request.as_mut().ok_or_else(|| wasmtime::format_err!("the request is only available during on-request"))
+        self.request
+            .as_mut()
+            .ok_or_else(|| wasmtime::format_err!("the request is only available during on-request"))
     }
 
     fn resp(&mut self) -> wasmtime::Result<&mut ResponseView> {
-        self.response.as_mut().ok_or_else(|| wasmtime::format_err!("the response is only available during on-response"))
+        self.response.as_mut().ok_or_else(|| {
+            wasmtime::format_err!("the response is only available during on-response")
+        })
     }
 }
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -89,7 +95,8 @@ fn header_name(name: &str) -> Result<HeaderName, String> {
 }
 
 fn header_value(value: &[u8]) -> Result<HeaderValue, String> {
-    HeaderValue::from_bytes(value).map_err(|_| "invalid header value (control characters are not allowed)".to_string())
+    HeaderValue::from_bytes(value)
+        .map_err(|_| "invalid header value (control characters are not allowed)".to_string())
 }
 
 /// Header accessors shared by the request and response resources.
@@ -101,7 +108,10 @@ mod headers {
         map.get(name).map(|v| v.as_bytes().to_vec())
     }
     pub fn get_all(map: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
-        map.get_all(name).iter().map(|v| v.as_bytes().to_vec()).collect()
+        map.get_all(name)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
     }
     pub fn names(map: &HeaderMap) -> Vec<String> {
         map.keys().map(|k| k.as_str().to_owned()).collect()
@@ -142,7 +152,9 @@ impl http::HostRequest for PluginState {
     }
     fn upstream(&mut self, _: Resource<RequestHandle>) -> Res<String> {
         let r = self.req()?;
-        Ok(r.upstream_override.clone().unwrap_or_else(|| r.upstream.to_string()))
+        Ok(r.upstream_override
+            .clone()
+            .unwrap_or_else(|| r.upstream.to_string()))
     }
     fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Res<Option<Vec<u8>>> {
         Ok(headers::get(&self.req()?.parts.headers, &name))
@@ -153,11 +165,25 @@ impl http::HostRequest for PluginState {
     fn header_names(&mut self, _: Resource<RequestHandle>) -> Res<Vec<String>> {
         Ok(headers::names(&self.req()?.parts.headers))
     }
-    fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
+    fn set_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Res<Result<(), String>> {
         Ok(headers::set(&mut self.req()?.parts.headers, &name, &value))
     }
-    fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
-        Ok(headers::append(&mut self.req()?.parts.headers, &name, &value))
+    fn append_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Res<Result<(), String>> {
+        Ok(headers::append(
+            &mut self.req()?.parts.headers,
+            &name,
+            &value,
+        ))
     }
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> Res<()> {
         headers::remove(&mut self.req()?.parts.headers, &name);
@@ -166,14 +192,30 @@ impl http::HostRequest for PluginState {
     fn set_path(&mut self, _: Resource<RequestHandle>, path: String) -> Res<Result<(), String>> {
         let parts = &mut self.req()?.parts;
         let query = parts.uri.query().map(str::to_owned);
-        Ok(crate::proxy::rewrite_path_and_query(&mut parts.uri, &path, query.as_deref()))
+        Ok(crate::proxy::rewrite_path_and_query(
+            &mut parts.uri,
+            &path,
+            query.as_deref(),
+        ))
     }
-    fn set_query(&mut self, _: Resource<RequestHandle>, query: Option<String>) -> Res<Result<(), String>> {
+    fn set_query(
+        &mut self,
+        _: Resource<RequestHandle>,
+        query: Option<String>,
+    ) -> Res<Result<(), String>> {
         let parts = &mut self.req()?.parts;
         let path = parts.uri.path().to_owned();
-        Ok(crate::proxy::rewrite_path_and_query(&mut parts.uri, &path, query.as_deref()))
+        Ok(crate::proxy::rewrite_path_and_query(
+            &mut parts.uri,
+            &path,
+            query.as_deref(),
+        ))
     }
-    fn set_upstream(&mut self, _: Resource<RequestHandle>, name: String) -> Res<Result<(), String>> {
+    fn set_upstream(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> Res<Result<(), String>> {
         self.req()?.upstream_override = Some(name);
         Ok(Ok(()))
     }
@@ -205,11 +247,25 @@ impl http::HostResponse for PluginState {
     fn header_names(&mut self, _: Resource<ResponseHandle>) -> Res<Vec<String>> {
         Ok(headers::names(&self.resp()?.parts.headers))
     }
-    fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
+    fn set_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Res<Result<(), String>> {
         Ok(headers::set(&mut self.resp()?.parts.headers, &name, &value))
     }
-    fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
-        Ok(headers::append(&mut self.resp()?.parts.headers, &name, &value))
+    fn append_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Res<Result<(), String>> {
+        Ok(headers::append(
+            &mut self.resp()?.parts.headers,
+            &name,
+            &value,
+        ))
     }
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> Res<()> {
         headers::remove(&mut self.resp()?.parts.headers, &name);

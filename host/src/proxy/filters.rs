@@ -8,7 +8,9 @@
 use super::body::ProxyBody;
 use super::responses;
 use crate::config::{Isolation, OnError};
-use crate::plugin::{LoadedPlugin, PluginFailure, PluginInstance, RequestAction, RequestView, ResponseView};
+use crate::plugin::{
+    LoadedPlugin, PluginFailure, PluginInstance, RequestAction, RequestView, ResponseView,
+};
 use crate::runtime::{Route, Snapshot};
 use http::{Response, StatusCode};
 
@@ -22,12 +24,19 @@ pub struct ChainRun<'a> {
 impl<'a> ChainRun<'a> {
     /// Starts a run of `route`'s chain.
     pub fn new(route: &'a Route) -> Self {
-        ChainRun { route, held: Vec::new() }
+        ChainRun {
+            route,
+            held: Vec::new(),
+        }
     }
 
     /// Runs the request phase. `Err` is the response to send instead of forwarding: a
     /// plugin's direct answer, or a 500 from a fail-closed plugin that failed.
-    pub fn on_request(&mut self, snapshot: &Snapshot, mut view: RequestView) -> Result<RequestView, Response<ProxyBody>> {
+    pub fn on_request(
+        &mut self,
+        snapshot: &Snapshot,
+        mut view: RequestView,
+    ) -> Result<RequestView, Response<ProxyBody>> {
         for &i in &self.route.request_plugins {
             let plugin = &self.route.plugins[i];
             let mut instance = match plugin.acquire() {
@@ -40,13 +49,16 @@ impl<'a> ChainRun<'a> {
             let before = view.upstream_override.clone();
             let (returned, result) = plugin.on_request(&mut instance, view);
             view = returned;
-            let action = result.and_then(|action| {
-                match &view.upstream_override {
-                    Some(name) if view.upstream_override != before && !snapshot.upstreams.contains_key(name) => {
-                        Err(PluginFailure::Invalid(format!("set-upstream named unknown upstream {name:?}")))
-                    }
-                    _ => Ok(action),
+            let action = result.and_then(|action| match &view.upstream_override {
+                Some(name)
+                    if view.upstream_override != before
+                        && !snapshot.upstreams.contains_key(name) =>
+                {
+                    Err(PluginFailure::Invalid(format!(
+                        "set-upstream named unknown upstream {name:?}"
+                    )))
                 }
+                _ => Ok(action),
             });
             let action = match action {
                 Ok(action) => action,
@@ -71,10 +83,17 @@ impl<'a> ChainRun<'a> {
     }
 
     /// Runs the response phase on the upstream's response head.
-    pub fn on_response(&mut self, mut view: ResponseView) -> Result<ResponseView, Response<ProxyBody>> {
+    pub fn on_response(
+        &mut self,
+        mut view: ResponseView,
+    ) -> Result<ResponseView, Response<ProxyBody>> {
         for &i in &self.route.response_plugins {
             let plugin = &self.route.plugins[i];
-            let held = self.held.iter().position(|(j, _)| *j == i).map(|pos| self.held.swap_remove(pos).1);
+            let held = self
+                .held
+                .iter()
+                .position(|(j, _)| *j == i)
+                .map(|pos| self.held.swap_remove(pos).1);
             let mut instance = match held.map_or_else(|| plugin.acquire(), Ok) {
                 Ok(instance) => instance,
                 Err(failure) => {

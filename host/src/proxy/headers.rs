@@ -80,7 +80,12 @@ pub fn request_authority(parts: &Parts) -> Option<&str> {
     if let Some(authority) = parts.uri.authority() {
         return Some(authority.as_str());
     }
-    parts.headers.get(header::HOST)?.to_str().ok().filter(|h| !h.is_empty())
+    parts
+        .headers
+        .get(header::HOST)?
+        .to_str()
+        .ok()
+        .filter(|h| !h.is_empty())
 }
 
 /// The host part of an authority, without port, for routing (`Api.Example.com:80` -> `Api.Example.com`).
@@ -88,7 +93,9 @@ pub fn host_without_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         return authority.split_inclusive(']').next().unwrap_or(authority);
     }
-    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
 }
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
@@ -118,7 +125,9 @@ pub fn prepare_upstream_request(parts: &mut Parts, client: SocketAddr, proto: &'
     let authority = request_authority(parts).and_then(|a| HeaderValue::from_str(a).ok());
     if let Some(host) = authority {
         parts.headers.insert(header::HOST, host.clone());
-        parts.headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     let xff = HeaderName::from_static("x-forwarded-for");
     let client_ip = client.ip().to_string();
@@ -129,7 +138,10 @@ pub fn prepare_upstream_request(parts: &mut Parts, client: SocketAddr, proto: &'
     if let Ok(value) = forwarded_for {
         parts.headers.insert(xff, value);
     }
-    parts.headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(proto));
+    parts.headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(proto),
+    );
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let origin_form = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         if let Ok(uri) = origin_form.parse() {
@@ -140,7 +152,11 @@ pub fn prepare_upstream_request(parts: &mut Parts, client: SocketAddr, proto: &'
 }
 
 /// Replaces the path and query of `uri`, keeping the rest. Fails on an invalid path.
-pub fn rewrite_path_and_query(uri: &mut http::Uri, path: &str, query: Option<&str>) -> Result<(), String> {
+pub fn rewrite_path_and_query(
+    uri: &mut http::Uri,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("path must start with '/': {path:?}"));
     }
@@ -149,7 +165,10 @@ pub fn rewrite_path_and_query(uri: &mut http::Uri, path: &str, query: Option<&st
         None => path.to_owned(),
     };
     let mut parts = std::mem::take(uri).into_parts();
-    parts.path_and_query = Some(pq.parse().map_err(|e| format!("invalid path {path:?}: {e}"))?);
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|e| format!("invalid path {path:?}: {e}"))?,
+    );
     *uri = http::Uri::from_parts(parts).map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -169,20 +188,55 @@ mod tests {
     #[test]
     fn rejects_smuggling_shapes() {
         let host = ("host", "a");
-        assert_eq!(validate_request(&parts(&[host, ("content-length", "5"), ("transfer-encoding", "chunked")])), Err(Rejection::LengthAndChunked));
-        assert_eq!(validate_request(&parts(&[host, ("content-length", "5"), ("content-length", "5")])), Err(Rejection::BadContentLength));
-        assert_eq!(validate_request(&parts(&[host, ("content-length", "+5")])), Err(Rejection::BadContentLength));
-        assert_eq!(validate_request(&parts(&[host, ("transfer-encoding", "gzip, chunked")])), Err(Rejection::BadTransferEncoding));
+        assert_eq!(
+            validate_request(&parts(&[
+                host,
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked")
+            ])),
+            Err(Rejection::LengthAndChunked)
+        );
+        assert_eq!(
+            validate_request(&parts(&[
+                host,
+                ("content-length", "5"),
+                ("content-length", "5")
+            ])),
+            Err(Rejection::BadContentLength)
+        );
+        assert_eq!(
+            validate_request(&parts(&[host, ("content-length", "+5")])),
+            Err(Rejection::BadContentLength)
+        );
+        assert_eq!(
+            validate_request(&parts(&[host, ("transfer-encoding", "gzip, chunked")])),
+            Err(Rejection::BadTransferEncoding)
+        );
         assert_eq!(validate_request(&parts(&[])), Err(Rejection::MissingHost));
-        assert_eq!(validate_request(&parts(&[host, ("transfer-encoding", "Chunked")])), Ok(()));
-        assert_eq!(validate_request(&parts(&[host, ("content-length", "12")])), Ok(()));
+        assert_eq!(
+            validate_request(&parts(&[host, ("transfer-encoding", "Chunked")])),
+            Ok(())
+        );
+        assert_eq!(
+            validate_request(&parts(&[host, ("content-length", "12")])),
+            Ok(())
+        );
     }
 
     #[test]
     fn strips_connection_named_headers() {
-        let mut p = parts(&[("connection", "close, x-secret"), ("x-secret", "1"), ("keep-alive", "5"), ("x-kept", "1")]);
+        let mut p = parts(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+            ("x-kept", "1"),
+        ]);
         strip_hop_by_hop(&mut p.headers);
-        assert!(p.headers.get("x-secret").is_none() && p.headers.get("connection").is_none() && p.headers.get("keep-alive").is_none());
+        assert!(
+            p.headers.get("x-secret").is_none()
+                && p.headers.get("connection").is_none()
+                && p.headers.get("keep-alive").is_none()
+        );
         assert!(p.headers.get("x-kept").is_some());
     }
 

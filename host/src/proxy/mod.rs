@@ -61,7 +61,12 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
     let mut chain = ChainRun::new(route);
     let mut upstream = &route.upstream;
     if !route.request_plugins.is_empty() {
-        let view = RequestView { parts, client: conn.client, upstream: upstream.name.clone(), upstream_override: None };
+        let view = RequestView {
+            parts,
+            client: conn.client,
+            upstream: upstream.name.clone(),
+            upstream_override: None,
+        };
         match chain.on_request(&snapshot, view) {
             Ok(view) => {
                 if let Some(name) = &view.upstream_override {
@@ -82,7 +87,13 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
     };
     headers::prepare_upstream_request(&mut parts, conn.client, "http");
     let method = parts.method.clone();
-    let response = match upstream::client::send(endpoint, &upstream.settings, Request::from_parts(parts, body)).await {
+    let response = match upstream::client::send(
+        endpoint,
+        &upstream.settings,
+        Request::from_parts(parts, body),
+    )
+    .await
+    {
         Ok(response) => response,
         Err(e) => {
             let status = match e {

@@ -28,7 +28,10 @@ impl PrefixTable {
     }
 
     fn lookup(&self, path: &str) -> Option<usize> {
-        self.entries.iter().find(|(prefix, _)| path.starts_with(prefix.as_str())).map(|&(_, r)| r)
+        self.entries
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|&(_, r)| r)
     }
 }
 
@@ -42,9 +45,13 @@ impl Router {
                     let pos = match self.wildcard.iter().position(|(s, _)| s == suffix) {
                         Some(pos) => pos,
                         None => {
-                            self.wildcard.push((suffix.to_owned(), PrefixTable::default()));
+                            self.wildcard
+                                .push((suffix.to_owned(), PrefixTable::default()));
                             self.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-                            self.wildcard.iter().position(|(s, _)| s == suffix).unwrap_or(0)
+                            self.wildcard
+                                .iter()
+                                .position(|(s, _)| s == suffix)
+                                .unwrap_or(0)
                         }
                     };
                     &mut self.wildcard[pos].1
@@ -72,7 +79,11 @@ impl Router {
             if let Some(t) = self.exact.get(host) {
                 return Some(t);
             }
-            if let Some((_, t)) = self.wildcard.iter().find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len()) {
+            if let Some((_, t)) = self
+                .wildcard
+                .iter()
+                .find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
+            {
                 return Some(t);
             }
         }

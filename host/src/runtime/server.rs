@@ -55,16 +55,23 @@ impl Server {
     /// listeners accept connections.
     pub fn start(config: Config) -> Result<Server, StartError> {
         let snapshot = Snapshot::build(&config)?;
-        let shared = Arc::new(Shared { snapshot: ArcSwap::from_pointee(snapshot) });
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+        });
         let workers = config.runtime.workers.max(1);
 
         // sockets[w][l]: worker w's socket for listener l.
-        let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut sockets: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
         for listener in &config.listeners {
             let mut addr = listener.listen;
             for worker_sockets in sockets.iter_mut() {
-                let socket = bind_reuseport(addr).map_err(|error| StartError::Bind { name: listener.name.clone(), addr, error })?;
+                let socket = bind_reuseport(addr).map_err(|error| StartError::Bind {
+                    name: listener.name.clone(),
+                    addr,
+                    error,
+                })?;
                 addr = socket.local_addr().map_err(StartError::Worker)?;
                 worker_sockets.push(socket);
             }
@@ -74,10 +81,18 @@ impl Server {
         let (stop, stop_rx) = watch::channel(false);
         let mut handles = Vec::new();
         for (index, worker_sockets) in sockets.into_iter().enumerate() {
-            let listeners: Vec<(ListenerConfig, std::net::TcpListener)> = config.listeners.iter().cloned().zip(worker_sockets).collect();
+            let listeners: Vec<(ListenerConfig, std::net::TcpListener)> = config
+                .listeners
+                .iter()
+                .cloned()
+                .zip(worker_sockets)
+                .collect();
             let shared = shared.clone();
             let stop_rx = stop_rx.clone();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Worker)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(StartError::Worker)?;
             let handle = std::thread::Builder::new()
                 .name(format!("maitred-worker-{index}"))
                 .spawn(move || {
@@ -87,7 +102,12 @@ impl Server {
                 .map_err(StartError::Worker)?;
             handles.push(handle);
         }
-        Ok(Server { shared, addrs, stop, workers: handles })
+        Ok(Server {
+            shared,
+            addrs,
+            stop,
+            workers: handles,
+        })
     }
 
     /// The address listener `name` is bound to (useful with port 0).
@@ -128,7 +148,11 @@ impl Drop for Server {
 }
 
 /// One worker's event loop: accept on each of its listeners until told to stop.
-async fn run_worker(listeners: Vec<(ListenerConfig, std::net::TcpListener)>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn run_worker(
+    listeners: Vec<(ListenerConfig, std::net::TcpListener)>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut accept_loops = tokio::task::JoinSet::new();
     for (config, socket) in listeners {
         match tokio::net::TcpListener::from_std(socket) {

@@ -61,18 +61,31 @@ impl Snapshot {
             })?;
             plugins.insert(p.name.clone(), Arc::new(loaded));
         }
-        let upstreams: HashMap<String, Arc<Upstream>> =
-            config.upstreams.iter().map(|u| (u.name.clone(), Arc::new(Upstream::new(u)))).collect();
+        let upstreams: HashMap<String, Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| (u.name.clone(), Arc::new(Upstream::new(u))))
+            .collect();
 
-        let mut routers: HashMap<String, Router> = config.listeners.iter().map(|l| (l.name.clone(), Router::default())).collect();
+        let mut routers: HashMap<String, Router> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), Router::default()))
+            .collect();
         let mut routes = Vec::new();
         for (index, r) in config.routes.iter().enumerate() {
-            let chain: Vec<Arc<LoadedPlugin>> = r.plugins.iter().map(|name| plugins[name].clone()).collect();
+            let chain: Vec<Arc<LoadedPlugin>> =
+                r.plugins.iter().map(|name| plugins[name].clone()).collect();
             routes.push(Route {
                 index,
                 upstream: upstreams[&r.upstream].clone(),
-                request_plugins: (0..chain.len()).filter(|&i| chain[i].wants_request()).collect(),
-                response_plugins: (0..chain.len()).rev().filter(|&i| chain[i].wants_response()).collect(),
+                request_plugins: (0..chain.len())
+                    .filter(|&i| chain[i].wants_request())
+                    .collect(),
+                response_plugins: (0..chain.len())
+                    .rev()
+                    .filter(|&i| chain[i].wants_response())
+                    .collect(),
                 plugins: chain,
             });
             for listener in &r.listeners {
@@ -81,7 +94,12 @@ impl Snapshot {
                 }
             }
         }
-        Ok(Snapshot { routes, routers, upstreams, plugins })
+        Ok(Snapshot {
+            routes,
+            routers,
+            upstreams,
+            plugins,
+        })
     }
 
     /// The route for a request on `listener` to `host` (without port) and `path`.

@@ -1,8 +1,8 @@
 //! Sending one request to one endpoint: take or open a connection, apply the timeouts, and
 //! hand the connection back to the pool when the response body has been read.
 
-use super::{RequestBody, UpstreamSettings};
 use super::pool::{self, PooledConnection};
+use super::{RequestBody, UpstreamSettings};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -34,7 +34,11 @@ pub enum ForwardError {
 ///
 /// A reused connection that turns out to be closed before the request was written is
 /// replaced by a fresh one once; nothing that reached the upstream is sent twice.
-pub async fn send(endpoint: SocketAddr, settings: &UpstreamSettings, req: Request<RequestBody>) -> Result<Response<UpstreamBody>, ForwardError> {
+pub async fn send(
+    endpoint: SocketAddr,
+    settings: &UpstreamSettings,
+    req: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, ForwardError> {
     let mut req = req;
     loop {
         let mut conn = match pool::take(endpoint, settings) {
@@ -45,14 +49,22 @@ pub async fn send(endpoint: SocketAddr, settings: &UpstreamSettings, req: Reques
             if conn.reused {
                 continue;
             }
-            return Err(ForwardError::Connect(endpoint, std::io::ErrorKind::ConnectionReset.into()));
+            return Err(ForwardError::Connect(
+                endpoint,
+                std::io::ErrorKind::ConnectionReset.into(),
+            ));
         }
-        let sent = tokio::time::timeout(settings.response_timeout, conn.sender.try_send_request(req)).await;
+        let sent =
+            tokio::time::timeout(settings.response_timeout, conn.sender.try_send_request(req))
+                .await;
         match sent {
             Err(_) => return Err(ForwardError::ResponseTimeout(endpoint)),
             Ok(Ok(resp)) => {
                 let (parts, body) = resp.into_parts();
-                return Ok(Response::from_parts(parts, UpstreamBody::new(body, conn, settings.max_idle)));
+                return Ok(Response::from_parts(
+                    parts,
+                    UpstreamBody::new(body, conn, settings.max_idle),
+                ));
             }
             Ok(Err(mut e)) => match e.take_message() {
                 Some(unsent) if conn.reused => req = unsent,
@@ -63,12 +75,16 @@ pub async fn send(endpoint: SocketAddr, settings: &UpstreamSettings, req: Reques
 }
 
 /// Opens a new HTTP/1.1 connection and spawns its driver task on this worker.
-async fn connect(endpoint: SocketAddr, settings: &UpstreamSettings) -> Result<PooledConnection, ForwardError> {
-    let stream = match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(endpoint)).await {
-        Err(_) => return Err(ForwardError::ConnectTimeout(endpoint)),
-        Ok(Err(e)) => return Err(ForwardError::Connect(endpoint, e)),
-        Ok(Ok(s)) => s,
-    };
+async fn connect(
+    endpoint: SocketAddr,
+    settings: &UpstreamSettings,
+) -> Result<PooledConnection, ForwardError> {
+    let stream =
+        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(endpoint)).await {
+            Err(_) => return Err(ForwardError::ConnectTimeout(endpoint)),
+            Ok(Err(e)) => return Err(ForwardError::Connect(endpoint, e)),
+            Ok(Ok(s)) => s,
+        };
     let _ = stream.set_nodelay(true);
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
@@ -92,7 +108,10 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     fn new(inner: Incoming, conn: PooledConnection, max_idle: usize) -> Self {
-        let mut body = UpstreamBody { inner, conn: Some((conn, max_idle)) };
+        let mut body = UpstreamBody {
+            inner,
+            conn: Some((conn, max_idle)),
+        };
         if body.inner.is_end_stream() {
             body.finish();
         }
@@ -110,7 +129,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.finish(),

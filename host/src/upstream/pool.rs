@@ -5,8 +5,8 @@
 //! body was read to the end (it is then clean for the next request); idle connections older
 //! than the upstream's `idle_timeout` or beyond `max_idle` are closed.
 
-use super::UpstreamSettings;
 use super::RequestBody;
+use super::UpstreamSettings;
 use hyper::client::conn::http1::SendRequest;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -28,7 +28,12 @@ pub struct PooledConnection {
 impl PooledConnection {
     /// Wraps a freshly made connection.
     pub fn new(sender: SendRequest<RequestBody>, endpoint: SocketAddr) -> Self {
-        PooledConnection { sender, endpoint, reused: false, idle_since: Instant::now() }
+        PooledConnection {
+            sender,
+            endpoint,
+            reused: false,
+            idle_since: Instant::now(),
+        }
     }
 }
 
@@ -59,7 +64,10 @@ pub fn give_back(conn: PooledConnection, max_idle: usize) {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.entry(conn.endpoint).or_default();
         if list.len() < max_idle {
-            list.push(PooledConnection { idle_since: Instant::now(), ..conn });
+            list.push(PooledConnection {
+                idle_since: Instant::now(),
+                ..conn
+            });
         }
     });
 }

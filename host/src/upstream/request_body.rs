@@ -20,7 +20,11 @@ pub struct RequestBody {
 impl RequestBody {
     /// Reads the first frame of `body` (if it has one); fails if the body is malformed.
     pub async fn prefetch(mut body: Incoming) -> Result<RequestBody, hyper::Error> {
-        let first = if body.is_end_stream() { None } else { body.frame().await.transpose()? };
+        let first = if body.is_end_stream() {
+            None
+        } else {
+            body.frame().await.transpose()?
+        };
         Ok(RequestBody { first, rest: body })
     }
 }
@@ -29,7 +33,10 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if let Some(frame) = self.first.take() {
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -41,7 +48,11 @@ impl Body for RequestBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let buffered = self.first.as_ref().and_then(Frame::data_ref).map_or(0, |d| d.remaining() as u64);
+        let buffered = self
+            .first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |d| d.remaining() as u64);
         let rest = self.rest.size_hint();
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower() + buffered);
