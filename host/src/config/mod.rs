@@ -42,9 +42,11 @@ pub struct RuntimeConfig {
 }
 
 /// A listener's protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ListenerProtocol {
     /// Cleartext HTTP/1.1 and HTTP/2 (prior knowledge) on one port.
+    #[default]
     Http,
 }
 
@@ -79,9 +81,11 @@ pub struct RouteConfig {
 }
 
 /// How an upstream spreads requests over its endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BalancerKind {
     /// Each endpoint in turn.
+    #[default]
     RoundRobin,
 }
 
@@ -219,7 +223,7 @@ impl Validator<'_> {
             listeners.push(ListenerConfig {
                 name: l.name.get_ref().clone(),
                 listen: self.address(&l.listen, &format!("{key}.listen"))?,
-                protocol: ListenerProtocol::Http,
+                protocol: l.protocol,
                 header_read_timeout: l
                     .header_read_timeout
                     .map_or(Duration::from_secs(10), |d| d.0),
@@ -355,9 +359,7 @@ impl Validator<'_> {
         Ok(UpstreamConfig {
             name: name.to_owned(),
             endpoints,
-            balancer: match up.balancer {
-                None | Some(raw::RawBalancer::RoundRobin) => BalancerKind::RoundRobin,
-            },
+            balancer: up.balancer.unwrap_or_default(),
             connect_timeout: up.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
             response_timeout: up.response_timeout.map_or(Duration::from_secs(60), |d| d.0),
             idle_timeout: up.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),

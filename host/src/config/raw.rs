@@ -2,7 +2,7 @@
 //! into the file; unknown keys are rejected by serde with their position.
 
 use super::units::{DurationStr, SizeStr};
-use super::{ConfigError, Isolation, OnError};
+use super::{BalancerKind, ConfigError, Isolation, ListenerProtocol, OnError};
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use std::collections::BTreeMap;
@@ -35,17 +35,9 @@ pub(super) struct RawListener {
     pub name: Spanned<String>,
     pub listen: Spanned<String>,
     #[serde(default)]
-    #[allow(dead_code)] // only "http" exists so far; serde rejects anything else
-    pub protocol: RawProtocol,
+    pub protocol: ListenerProtocol,
     pub header_read_timeout: Option<DurationStr>,
     pub max_header_size: Option<SizeStr>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(super) enum RawProtocol {
-    #[default]
-    Http,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,17 +55,11 @@ pub(super) struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub endpoints: Spanned<Vec<Spanned<String>>>,
-    pub balancer: Option<RawBalancer>,
+    pub balancer: Option<BalancerKind>,
     pub connect_timeout: Option<DurationStr>,
     pub response_timeout: Option<DurationStr>,
     pub idle_timeout: Option<DurationStr>,
     pub max_idle: Option<usize>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum RawBalancer {
-    RoundRobin,
 }
 
 #[derive(Debug, Deserialize)]

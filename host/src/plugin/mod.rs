@@ -66,10 +66,8 @@ pub enum PluginFailure {
 impl PluginFailure {
     /// Classifies an error returned by a call into the plugin.
     fn from_call(e: wasmtime::Error) -> Self {
-        if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-            if *trap == wasmtime::Trap::Interrupt {
-                return PluginFailure::Timeout;
-            }
+        if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            return PluginFailure::Timeout;
         }
         let text = format!("{e:#}");
         if text.contains("memory growth failure") || text.contains("memory allocation failed") {

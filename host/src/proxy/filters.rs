@@ -14,6 +14,9 @@ use crate::plugin::{
 use crate::runtime::{Route, Snapshot};
 use http::{Response, StatusCode};
 
+/// A response sent instead of forwarding (boxed: the path that makes one is the rare one).
+pub type Answer = Box<Response<ProxyBody>>;
+
 /// The plugin chain's state for one request.
 pub struct ChainRun<'a> {
     route: &'a Route,
@@ -36,7 +39,7 @@ impl<'a> ChainRun<'a> {
         &mut self,
         snapshot: &Snapshot,
         mut view: RequestView,
-    ) -> Result<RequestView, Response<ProxyBody>> {
+    ) -> Result<RequestView, Answer> {
         for &i in &self.route.request_plugins {
             let plugin = &self.route.plugins[i];
             let mut instance = match plugin.acquire() {
@@ -71,7 +74,7 @@ impl<'a> ChainRun<'a> {
             self.keep(i, plugin, instance);
             if let RequestAction::Respond(direct) = action {
                 return match responses::from_plugin(direct) {
-                    Ok(resp) => Err(resp),
+                    Ok(resp) => Err(Box::new(resp)),
                     Err(why) => {
                         failed(plugin, &PluginFailure::Invalid(why))?;
                         continue;
@@ -83,10 +86,7 @@ impl<'a> ChainRun<'a> {
     }
 
     /// Runs the response phase on the upstream's response head.
-    pub fn on_response(
-        &mut self,
-        mut view: ResponseView,
-    ) -> Result<ResponseView, Response<ProxyBody>> {
+    pub fn on_response(&mut self, mut view: ResponseView) -> Result<ResponseView, Answer> {
         for &i in &self.route.response_plugins {
             let plugin = &self.route.plugins[i];
             let held = self
@@ -123,11 +123,13 @@ impl<'a> ChainRun<'a> {
 }
 
 /// Logs a plugin failure; `Err(500)` when the plugin fails closed, `Ok` to skip it.
-fn failed(plugin: &LoadedPlugin, failure: &PluginFailure) -> Result<(), Response<ProxyBody>> {
+fn failed(plugin: &LoadedPlugin, failure: &PluginFailure) -> Result<(), Answer> {
     match plugin.on_error {
         OnError::FailClosed => {
             tracing::error!(plugin = %plugin.name, "plugin failed, request refused (fail-closed): {failure}");
-            Err(responses::error(StatusCode::INTERNAL_SERVER_ERROR))
+            Err(Box::new(responses::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )))
         }
         OnError::FailOpen => {
             tracing::warn!(plugin = %plugin.name, "plugin failed, skipped (fail-open): {failure}");

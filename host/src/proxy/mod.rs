@@ -74,7 +74,7 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
                 }
                 parts = view.parts;
             }
-            Err(answer) => return answer,
+            Err(answer) => return *answer,
         }
     }
 
@@ -111,7 +111,7 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
     if !route.response_plugins.is_empty() {
         match chain.on_response(ResponseView { parts }) {
             Ok(view) => parts = view.parts,
-            Err(answer) => return answer,
+            Err(answer) => return *answer,
         }
     }
 

@@ -24,7 +24,8 @@ struct PrefixTable {
 impl PrefixTable {
     fn insert(&mut self, prefix: &str, route: usize) {
         self.entries.push((prefix.to_owned(), route));
-        self.entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.entries
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     }
 
     fn lookup(&self, path: &str) -> Option<usize> {
@@ -47,7 +48,8 @@ impl Router {
                         None => {
                             self.wildcard
                                 .push((suffix.to_owned(), PrefixTable::default()));
-                            self.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                            self.wildcard
+                                .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
                             self.wildcard
                                 .iter()
                                 .position(|(s, _)| s == suffix)

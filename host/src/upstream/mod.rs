@@ -50,7 +50,9 @@ impl Upstream {
         Upstream {
             name: Arc::from(config.name.as_str()),
             endpoints: config.endpoints.clone(),
-            balancer: RoundRobin::default(),
+            balancer: match config.balancer {
+                crate::config::BalancerKind::RoundRobin => RoundRobin::default(),
+            },
             settings: UpstreamSettings {
                 connect_timeout: config.connect_timeout,
                 response_timeout: config.response_timeout,
