@@ -56,11 +56,11 @@ pub async fn serve_http(listener: HttpListener, socket: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let context = Arc::new(ConnectionContext {
-            shared: listener.shared.clone(),
-            listener: listener.name.clone(),
+        let context = Arc::new(ConnectionContext::new(
+            listener.shared.clone(),
+            listener.name.clone(),
             client,
-        });
+        ));
         let builder = listener.builder.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {

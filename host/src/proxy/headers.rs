@@ -3,19 +3,22 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use std::net::SocketAddr;
 
-/// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-];
+/// Whether `name` is a hop-by-hop header: one that describes one connection and is never
+/// forwarded (RFC 9110 section 7.6.1).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+    )
+}
 
 /// Why a request is refused before routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,48 +102,73 @@ pub fn host_without_port(authority: &str) -> &str {
 }
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
+///
+/// Most messages carry none or only `Connection: keep-alive`, so this first looks for them in
+/// one pass over the names and removes only what is there.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
     }
-    for name in &HOP_BY_HOP {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    for name in listed {
         headers.remove(name);
     }
+    while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n)).cloned() {
+        headers.remove(name);
+    }
+}
+
+/// What the proxy says about a request's origin in the `X-Forwarded-*` headers.
+pub struct Forwarding<'a> {
+    /// The client's IP address, formatted once per connection.
+    pub client_ip: &'a HeaderValue,
+    /// `http` or `https`.
+    pub proto: &'static str,
 }
 
 /// Prepares a request head for the upstream: hop-by-hop headers out; `Host` kept (HTTP/2's
 /// `:authority` becomes `Host`); `X-Forwarded-For` appended; `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` set; origin-form URI; HTTP/1.1.
-pub fn prepare_upstream_request(parts: &mut Parts, client: SocketAddr, proto: &'static str) {
+pub fn prepare_upstream_request(parts: &mut Parts, forwarding: Forwarding<'_>) {
     strip_hop_by_hop(&mut parts.headers);
-    let authority = request_authority(parts).and_then(|a| HeaderValue::from_str(a).ok());
-    if let Some(host) = authority {
-        parts.headers.insert(header::HOST, host.clone());
-        parts
-            .headers
-            .insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let client_ip = client.ip().to_string();
-    let forwarded_for = match parts.headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(previous) => HeaderValue::from_str(&format!("{previous}, {client_ip}")),
-        None => HeaderValue::from_str(&client_ip),
+    let headers = &mut parts.headers;
+    let host = match parts.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str())
+            .ok()
+            .inspect(|host| {
+                headers.insert(header::HOST, host.clone());
+            }),
+        None => headers.get(header::HOST).cloned(),
     };
-    if let Ok(value) = forwarded_for {
-        parts.headers.insert(xff, value);
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    parts.headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+        Some(previous) => {
+            let mut joined = Vec::with_capacity(previous.len() + 2 + forwarding.client_ip.len());
+            joined.extend_from_slice(previous.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(forwarding.client_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        None => Some(forwarding.client_ip.clone()),
+    };
+    if let Some(value) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(forwarding.proto),
     );
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let origin_form = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -150,6 +178,10 @@ pub fn prepare_upstream_request(parts: &mut Parts, client: SocketAddr, proto: &'
     }
     parts.version = http::Version::HTTP_11;
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Replaces the path and query of `uri`, keeping the rest. Fails on an invalid path.
 pub fn rewrite_path_and_query(
@@ -250,7 +282,14 @@ mod tests {
     #[test]
     fn appends_forwarded_for() {
         let mut p = parts(&[("host", "a"), ("x-forwarded-for", "10.0.0.1")]);
-        prepare_upstream_request(&mut p, "127.0.0.2:5000".parse().unwrap(), "http");
+        let client_ip = HeaderValue::from_static("127.0.0.2");
+        prepare_upstream_request(
+            &mut p,
+            Forwarding {
+                client_ip: &client_ip,
+                proto: "http",
+            },
+        );
         assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(p.headers["x-forwarded-proto"], "http");
         assert_eq!(p.headers["x-forwarded-host"], "a");

@@ -23,7 +23,8 @@ use crate::plugin::{RequestView, ResponseView};
 use crate::runtime::server::Shared;
 use crate::upstream::{self, ForwardError, RequestBody};
 use filters::ChainRun;
-use http::{Request, Response, StatusCode};
+use headers::Forwarding;
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,22 @@ pub struct ConnectionContext {
     pub listener: Arc<str>,
     /// The client's address.
     pub client: SocketAddr,
+    /// The client's IP as a header value, for `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
+}
+
+impl ConnectionContext {
+    /// The context of a new connection from `client` on `listener`.
+    pub fn new(shared: Arc<Shared>, listener: Arc<str>, client: SocketAddr) -> Self {
+        let client_ip = HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        ConnectionContext {
+            shared,
+            listener,
+            client,
+            client_ip,
+        }
+    }
 }
 
 /// Serves one request. Never fails: every problem becomes a small error response.
@@ -52,7 +69,8 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
     }
 
     // 2. route
-    let host = headers::host_without_port(headers::request_authority(&parts).unwrap_or_default());
+    let authority = headers::request_authority(&parts).unwrap_or_default();
+    let host = headers::host_without_port(authority);
     let Some(route) = snapshot.route(&conn.listener, host, parts.uri.path()) else {
         return responses::error(StatusCode::NOT_FOUND);
     };
@@ -85,7 +103,13 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
     let Ok(body) = RequestBody::prefetch(body).await else {
         return responses::error(StatusCode::BAD_REQUEST);
     };
-    headers::prepare_upstream_request(&mut parts, conn.client, "http");
+    headers::prepare_upstream_request(
+        &mut parts,
+        Forwarding {
+            client_ip: &conn.client_ip,
+            proto: "http",
+        },
+    );
     let method = parts.method.clone();
     let response = match upstream::client::send(
         endpoint,

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::plugin::{LoadedPlugin, PluginError};
 use crate::proxy::router::Router;
 use crate::upstream::Upstream;
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ pub struct Snapshot {
     /// All routes; routers hold indexes into this.
     pub routes: Vec<Route>,
     /// A router per listener name.
-    pub routers: HashMap<String, Router>,
+    pub routers: FxHashMap<String, Router>,
     /// Upstreams by name (plugins may pick any of them).
     pub upstreams: HashMap<String, Arc<Upstream>>,
     /// Loaded plugins by name.
@@ -67,7 +68,7 @@ impl Snapshot {
             .map(|u| (u.name.clone(), Arc::new(Upstream::new(u))))
             .collect();
 
-        let mut routers: HashMap<String, Router> = config
+        let mut routers: FxHashMap<String, Router> = config
             .listeners
             .iter()
             .map(|l| (l.name.clone(), Router::default()))

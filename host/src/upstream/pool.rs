@@ -8,8 +8,8 @@
 use super::RequestBody;
 use super::UpstreamSettings;
 use hyper::client::conn::http1::SendRequest;
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -38,7 +38,7 @@ impl PooledConnection {
 }
 
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<PooledConnection>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<FxHashMap<SocketAddr, Vec<PooledConnection>>> = RefCell::new(FxHashMap::default());
 }
 
 /// An idle connection to `endpoint` from this worker's pool, if a live one is there.
