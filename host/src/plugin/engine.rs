@@ -15,8 +15,15 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How often the epoch ticker advances the engine's epoch: the granularity of plugin deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// How often the epoch ticker advances the engine's epoch: the granularity of plugin deadlines
+/// (a call is stopped between its deadline and one tick later). Each tick wakes a thread, so a
+/// finer tick costs CPU on every core's budget.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Bytes at the start of each linear memory that stay resident between instances: reset by
+/// scanning for dirty pages (`pagemap_scan`) instead of being unmapped and faulted in again.
+/// A Rust plugin's stack (1 MiB), data and first heap pages fit in it.
+const KEEP_RESIDENT: usize = 2 << 20;
 
 /// Largest linear memory any plugin may be configured with (the pooling allocator's slot size).
 pub const MAX_PLUGIN_MEMORY: u64 = 1 << 30;
@@ -48,7 +55,7 @@ impl PluginEngine {
             .max_memories_per_component(4)
             .max_tables_per_component(8)
             .max_memory_size(MAX_PLUGIN_MEMORY as usize)
-            .linear_memory_keep_resident(1 << 20)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(64 << 10)
             .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();

@@ -54,7 +54,7 @@ impl PluginState {
     pub(super) fn new(plugin: std::sync::Arc<str>, memory_limit: u64) -> Self {
         PluginState {
             // No files, no environment, no network, no inherited stdio.
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().allow_tcp(false).allow_udp(false).build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_limit as usize)
