@@ -106,13 +106,16 @@ signal_tree() {
     for p in "$2" $(children "$2"); do kill -"$1" "$p" 2>/dev/null || true; done
 }
 
-# Sum of utime+stime (clock ticks) of PID and its children.
-cpu_ticks() {
-    local total=0 p f
+# CPU time (ns, user + system) of every thread of PID and of its children, from the
+# scheduler's own accounting (/proc/PID/task/TID/schedstat, field 1): exact, unlike the
+# 10 ms clock ticks of /proc/PID/stat.
+cpu_ns() {
+    local total=0 p t
     for p in "$1" $(children "$1"); do
-        f=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null) || continue
-        # after "pid (comm) ": field 1 is state, so utime/stime (14/15) are fields 12/13
-        total=$(( total + $(awk '{print $12 + $13}' <<<"$f") ))
+        for t in /proc/"$p"/task/*/schedstat; do
+            [ -r "$t" ] || continue
+            total=$(( total + $(cut -d' ' -f1 "$t" 2>/dev/null || echo 0) ))
+        done
     done
     echo "$total"
 }
@@ -264,9 +267,9 @@ for r in $(seq 1 "$ROUNDS"); do
     for i in "${!NAMES[@]}"; do
         only "$i"
         url="http://127.0.0.1:${PORTS[$i]}/"
-        t0=$(cpu_ticks "${SPIDS[$i]}")
+        t0=$(cpu_ns "${SPIDS[$i]}")
         out=$(timeout $((RATE_DURATION + 15)) "${CLIENT_PIN[@]}" h2load --h1 -c "$RATE_CONNS" --rps "$RATE_PER_CONN" -D "$RATE_DURATION" "$url" 2>&1) || true
-        t1=$(cpu_ticks "${SPIDS[$i]}")
+        t1=$(cpu_ns "${SPIDS[$i]}")
         # requests: N total, N started, N done, N succeeded, N failed, ...; status codes: N 2xx, ...
         done_n=$(awk '/^requests:/ {print $6}' <<<"$out")
         ok_n=$(awk '/^requests:/ {print $8}' <<<"$out")
@@ -279,8 +282,8 @@ for r in $(seq 1 "$ROUNDS"); do
         if [ "$done_n" -lt $(( RATE * RATE_DURATION * 95 / 100 )) ]; then
             NOTES[$i]="fixed rate reached only $((done_n / RATE_DURATION)) req/s"
         fi
-        cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$done_n" 'BEGIN {printf "%.1f", d * 1e6 / hz / n}')
-        log "round $r/$ROUNDS, ${NAMES[$i]}: $cpu µs CPU/req ($((t1 - t0)) ticks / $done_n req)"
+        cpu=$(awk -v d=$((t1 - t0)) -v n="$done_n" 'BEGIN {printf "%.1f", d / 1e3 / n}')
+        log "round $r/$ROUNDS, ${NAMES[$i]}: $cpu µs CPU/req ($(( (t1 - t0) / 1000000 )) ms / $done_n req)"
         CPUS[$i]="${CPUS[$i]} $cpu"
     done
 done
@@ -294,7 +297,7 @@ CPU_NG=$(median "${CPUS[$NG]}"); CPU_BASE=$(median "${CPUS[$BASE]}")
 echo
 echo "maitred benchmark, $(date -u +%Y-%m-%d), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'))."
 echo "Backend: nginx, 1 worker, \`return 200 \"hello\\n\"\`. Proxies: 1 worker each; $PIN_DESC."
-echo "req/s, p99: \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`. CPU µs/req: utime+stime of the proxy process (direct: of the backend) during a fixed $RATE req/s load (\`h2load --h1 -c$RATE_CONNS --rps $RATE_PER_CONN -D $RATE_DURATION\`), median of $ROUNDS interleaved rounds (range in brackets)."
+echo "req/s, p99: \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`. CPU µs/req: on-CPU time (schedstat) of the proxy process (direct: of the backend) during a fixed $RATE req/s load (\`h2load --h1 -c$RATE_CONNS --rps $RATE_PER_CONN -D $RATE_DURATION\`), median of $ROUNDS interleaved rounds (range in brackets)."
 echo
 echo "| scenario | req/s | p99 (ms) | CPU µs/req | req/s vs nginx | CPU/req vs nginx | added CPU µs/req vs maitred no plugin | errors |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"

@@ -64,7 +64,10 @@ fn build_plugins() -> Result<()> {
 
 /// `rustup target add wasm32-wasip2` unless the target's standard library is there already.
 fn ensure_wasm_target() -> Result<()> {
-    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().context("running rustc")?;
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .context("running rustc")?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     if sysroot.join("lib/rustlib/wasm32-wasip2").exists() {
         return Ok(());
@@ -73,7 +76,11 @@ fn ensure_wasm_target() -> Result<()> {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
-    run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args).current_dir(root()))
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(args)
+            .current_dir(root()),
+    )
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -86,5 +93,8 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
