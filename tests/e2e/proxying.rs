@@ -192,3 +192,46 @@ async fn slow_header_sender_is_cut_off() {
     );
     assert_eq!(backend.requests(), 0);
 }
+
+#[tokio::test]
+async fn upstream_closing_kept_alive_connections_costs_no_request() {
+    // A backend that answers as if keeping the connection alive, then closes it at once:
+    // the proxy must notice (or retry the unsent request on a new connection), never fail.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let proxy = Proxy::start(&one_route(&addr.to_string(), ""));
+    let client = http1_client();
+    for i in 0..30 {
+        let req = http::Request::get(format!("{}/{i}", proxy.url("web")))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let reply = send(&client, req).await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.body.as_str()),
+            (200, "ok"),
+            "request {i}"
+        );
+    }
+    backend.abort();
+}
