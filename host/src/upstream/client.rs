@@ -43,7 +43,9 @@ pub async fn send(
     loop {
         let mut conn = match pool::take(endpoint, settings) {
             Some(conn) => conn,
-            None => connect(endpoint, settings).await?,
+            // Boxed: connecting is the rare path, and inline it would make every request's
+            // future (moved several times per request) larger.
+            None => Box::pin(connect(endpoint, settings)).await?,
         };
         if conn.sender.ready().await.is_err() {
             if conn.reused {
