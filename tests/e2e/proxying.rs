@@ -235,3 +235,42 @@ async fn upstream_closing_kept_alive_connections_costs_no_request() {
     }
     backend.abort();
 }
+
+#[tokio::test]
+async fn upstream_connect_timeout_is_502() {
+    // A listener that never accepts, with its accept queue filled: further connection
+    // attempts get no answer, so connecting times out.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let proxy = Proxy::start(&one_route(&addr.to_string(), "connect_timeout = \"300ms\""));
+    let started = Instant::now();
+    let reply = get(&format!("{}/", proxy.url("web")), &[]).await;
+    assert_eq!(reply.status, 502);
+    // It waited for the connect timeout (a refused connection would answer at once).
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    drop(socket);
+}
