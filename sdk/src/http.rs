@@ -2,6 +2,68 @@
 
 use crate::bindings::maitred::plugin::http as raw;
 
+/// The header methods requests and responses share, generated for both wrappers.
+/// `$var` names the value in the doc examples.
+macro_rules! header_methods {
+    ($var:literal) => {
+        /// The first value of a header, as raw bytes (names are case-insensitive).
+        ///
+        #[doc = concat!("```ignore\nlet id: Option<Vec<u8>> = ", $var, ".header(\"x-request-id\");\n```")]
+        pub fn header(&self, name: &str) -> Option<Vec<u8>> {
+            self.0.header(name)
+        }
+
+        /// The first value of a header as text; `None` if it is missing or not UTF-8.
+        ///
+        #[doc = concat!("```ignore\nlet kind = ", $var, ".header_str(\"content-type\").unwrap_or_default();\n```")]
+        pub fn header_str(&self, name: &str) -> Option<String> {
+            self.header(name).and_then(|v| String::from_utf8(v).ok())
+        }
+
+        /// Whether the header is there (with any value).
+        ///
+        #[doc = concat!("```ignore\nif ", $var, ".has_header(\"x-debug\") { /* ... */ }\n```")]
+        pub fn has_header(&self, name: &str) -> bool {
+            self.0.header(name).is_some()
+        }
+
+        /// Every value of a header, in order (empty if there is none).
+        ///
+        #[doc = concat!("```ignore\nlet values = ", $var, ".header_all(\"set-cookie\");\n```")]
+        pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+            self.0.header_all(name)
+        }
+
+        /// The names of all headers, lowercase, each once.
+        ///
+        #[doc = concat!("```ignore\nfor name in ", $var, ".header_names() { /* ... */ }\n```")]
+        pub fn header_names(&self) -> Vec<String> {
+            self.0.header_names()
+        }
+
+        /// Replaces every value of a header with one value.
+        ///
+        #[doc = concat!("```ignore\n", $var, ".set_header(\"x-env\", \"demo\")?;\n```")]
+        pub fn set_header(&self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
+            self.0.set_header(name, value.as_ref())
+        }
+
+        /// Adds a value to a header, after any it already has.
+        ///
+        #[doc = concat!("```ignore\n", $var, ".append_header(\"via\", \"1.1 maitred\")?;\n```")]
+        pub fn append_header(&self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
+            self.0.append_header(name, value.as_ref())
+        }
+
+        /// Removes every value of a header (no-op if there is none).
+        ///
+        #[doc = concat!("```ignore\n", $var, ".remove_header(\"server\");\n```")]
+        pub fn remove_header(&self, name: &str) {
+            self.0.remove_header(name)
+        }
+    };
+}
+
 /// The request being handled, passed to [`Plugin::on_request`](crate::Plugin::on_request).
 ///
 /// Every method is one call into the host: getters copy just what they return, setters send
@@ -80,77 +142,7 @@ impl Request {
         self.0.upstream()
     }
 
-    /// The first value of a header, as raw bytes.
-    ///
-    /// ```ignore
-    /// let token: Option<Vec<u8>> = req.header("authorization");
-    /// ```
-    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.0.header(name)
-    }
-
-    /// The first value of a header as text; `None` if it is missing or not UTF-8.
-    ///
-    /// ```ignore
-    /// let agent = req.header_str("user-agent").unwrap_or_default();
-    /// ```
-    pub fn header_str(&self, name: &str) -> Option<String> {
-        self.header(name).and_then(|v| String::from_utf8(v).ok())
-    }
-
-    /// Whether the request has the header (with any value).
-    ///
-    /// ```ignore
-    /// if req.has_header("x-debug") { /* ... */ }
-    /// ```
-    pub fn has_header(&self, name: &str) -> bool {
-        self.0.header(name).is_some()
-    }
-
-    /// Every value of a header, in order (empty if there is none).
-    ///
-    /// ```ignore
-    /// let forwarded = req.header_all("x-forwarded-for");
-    /// ```
-    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
-        self.0.header_all(name)
-    }
-
-    /// The names of all headers, lowercase, each once.
-    ///
-    /// ```ignore
-    /// for name in req.header_names() { /* ... */ }
-    /// ```
-    pub fn header_names(&self) -> Vec<String> {
-        self.0.header_names()
-    }
-
-    /// Replaces every value of a header with one value.
-    ///
-    /// ```ignore
-    /// req.set_header("x-env", "demo")?;
-    /// ```
-    pub fn set_header(&self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
-        self.0.set_header(name, value.as_ref())
-    }
-
-    /// Adds a value to a header, after any it already has.
-    ///
-    /// ```ignore
-    /// req.append_header("via", "1.1 maitred")?;
-    /// ```
-    pub fn append_header(&self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
-        self.0.append_header(name, value.as_ref())
-    }
-
-    /// Removes every value of a header (no-op if there is none).
-    ///
-    /// ```ignore
-    /// req.remove_header("x-internal");
-    /// ```
-    pub fn remove_header(&self, name: &str) {
-        self.0.remove_header(name)
-    }
+    header_methods!("req");
 
     /// Rewrites the path, keeping the query. Must start with `/`.
     ///
@@ -234,77 +226,7 @@ impl Response {
         self.0.set_status(status)
     }
 
-    /// The first value of a header, as raw bytes.
-    ///
-    /// ```ignore
-    /// let etag = resp.header("etag");
-    /// ```
-    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.0.header(name)
-    }
-
-    /// The first value of a header as text; `None` if it is missing or not UTF-8.
-    ///
-    /// ```ignore
-    /// let is_html = resp.header_str("content-type").is_some_and(|t| t.starts_with("text/html"));
-    /// ```
-    pub fn header_str(&self, name: &str) -> Option<String> {
-        self.header(name).and_then(|v| String::from_utf8(v).ok())
-    }
-
-    /// Whether the response has the header (with any value).
-    ///
-    /// ```ignore
-    /// if !resp.has_header("cache-control") { /* ... */ }
-    /// ```
-    pub fn has_header(&self, name: &str) -> bool {
-        self.0.header(name).is_some()
-    }
-
-    /// Every value of a header, in order (empty if there is none).
-    ///
-    /// ```ignore
-    /// let cookies = resp.header_all("set-cookie");
-    /// ```
-    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
-        self.0.header_all(name)
-    }
-
-    /// The names of all headers, lowercase, each once.
-    ///
-    /// ```ignore
-    /// for name in resp.header_names() { /* ... */ }
-    /// ```
-    pub fn header_names(&self) -> Vec<String> {
-        self.0.header_names()
-    }
-
-    /// Replaces every value of a header with one value.
-    ///
-    /// ```ignore
-    /// resp.set_header("x-frame-options", "DENY")?;
-    /// ```
-    pub fn set_header(&self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
-        self.0.set_header(name, value.as_ref())
-    }
-
-    /// Adds a value to a header, after any it already has.
-    ///
-    /// ```ignore
-    /// resp.append_header("vary", "accept-encoding")?;
-    /// ```
-    pub fn append_header(&self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
-        self.0.append_header(name, value.as_ref())
-    }
-
-    /// Removes every value of a header (no-op if there is none).
-    ///
-    /// ```ignore
-    /// resp.remove_header("server");
-    /// ```
-    pub fn remove_header(&self, name: &str) {
-        self.0.remove_header(name)
-    }
+    header_methods!("resp");
 }
 
 /// Finds cookie `name` in one `Cookie` header value (`a=1; b="2"`): pairs are split on `;`,
