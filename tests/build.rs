@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: [&str; 7] = [
+const PLUGINS: [&str; 8] = [
     "headers",
     "canary",
     "respond",
@@ -16,6 +16,7 @@ const PLUGINS: [&str; 7] = [
     "trap",
     "spin",
     "hog",
+    "probe",
 ];
 
 fn main() {

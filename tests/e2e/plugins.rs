@@ -251,3 +251,47 @@ async fn example_plugin_works() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-hello"), "bonjour");
 }
+
+#[tokio::test]
+async fn every_host_function_works_end_to_end() {
+    let (main, alt) = (Backend::start("main").await, Backend::start("alt").await);
+    let plugins = "[plugin.probe]\nwasm = \"probe.wasm\"\n";
+    let proxy = proxy(&main, &alt, &[("/", "\"probe\"", "main")], plugins);
+    let url = proxy.url("web");
+    let client = http1_client();
+    let req = http::Request::get(format!("{url}/rewrite/me?x=y"))
+        .header("host", "probe.example.com")
+        .header("x-twice", "a")
+        .header("x-twice", "b")
+        .body(Default::default())
+        .unwrap();
+    let reply = send(&client, req).await;
+    // Response phase: status rewritten, headers read, added and removed.
+    assert_eq!(reply.status.as_u16(), 299);
+    assert_eq!(reply.header("x-probe-status"), "200");
+    assert!(
+        reply.header("x-probe-names").contains("server"),
+        "{:?}",
+        reply.headers
+    );
+    assert_eq!(
+        reply.headers.get_all("x-multi").iter().collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+    assert_eq!(reply.header("server"), "");
+    // Request phase, as the backend saw it.
+    let seen = &reply.body;
+    assert!(seen.starts_with("GET /rewritten?a=1 "), "{seen}");
+    assert!(seen.contains("x-probe-request: method=GET path=/rewrite/me query=x=y authority=probe.example.com upstream=main names="), "{seen}");
+    assert!(seen.contains("x-probe-client: 127.0.0.1:"), "{seen}");
+    assert!(seen.contains("x-probe-twice: a|b\n"), "{seen}");
+    assert!(
+        !seen.contains("x-probe-validation"),
+        "invalid names/values were accepted: {seen}"
+    );
+    // Asking for an upstream that does not exist fails the call (fail-closed: 500).
+    assert_eq!(
+        get(&format!("{url}/unknown-upstream"), &[]).await.status,
+        500
+    );
+}
