@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: [&str; 8] = [
+const PLUGINS: [&str; 9] = [
     "headers",
     "canary",
     "respond",
@@ -17,6 +17,7 @@ const PLUGINS: [&str; 8] = [
     "spin",
     "hog",
     "probe",
+    "forbidden",
 ];
 
 fn main() {

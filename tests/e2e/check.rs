@@ -186,3 +186,19 @@ fn not_a_component_is_reported() {
         "{e}"
     );
 }
+
+#[test]
+fn plugin_importing_what_the_host_does_not_offer_is_refused() {
+    let e = error_of(
+        "forbidden-import",
+        &good().replace("headers.wasm", "forbidden.wasm"),
+    );
+    assert!(
+        e.contains("plugin.tag: the component does not implement maitred's `filter` world"),
+        "{e}"
+    );
+    assert!(
+        e.contains("test:forbidden/raw-socket"),
+        "the error should name the import: {e}"
+    );
+}

@@ -44,8 +44,8 @@ pub struct BuildError {
     pub file: String,
     /// The plugin's name.
     pub plugin: String,
-    /// What went wrong.
-    #[source]
+    /// What went wrong (already part of this error's message, so not a `source`: the CLI
+    /// prints error chains and would repeat it).
     pub error: PluginError,
 }
 
