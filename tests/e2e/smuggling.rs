@@ -20,6 +20,9 @@ async fn rejects_smuggling_shapes_with_4xx_and_forwards_nothing() {
         "b".repeat(200_000)
     );
     let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("CL and TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec()),
+        ("TE and CL", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n".to_vec()),
+        ("duplicate identical CL", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello".to_vec()),
         ("conflicting CL", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec()),
         ("invalid CL", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\nhello".to_vec()),
         ("gzip, chunked", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".to_vec()),
@@ -62,36 +65,6 @@ async fn rejects_smuggling_shapes_with_4xx_and_forwards_nothing() {
         get(&format!("{}/", proxy.url("web")), &[]).await.status,
         200
     );
-}
-
-/// hyper's parser resolves these shapes before the proxy sees the request, as RFC 9112
-/// section 6.3 allows an intermediary to: Transfer-Encoding wins and Content-Length is
-/// removed (and the client connection is closed after the response); identical repeated
-/// Content-Length values collapse into one. The upstream must then see exactly one framing.
-#[tokio::test]
-async fn ambiguous_framing_reaches_the_upstream_with_one_framing_only() {
-    let (backend, proxy) = setup().await;
-    let cases: [(&str, &[u8]); 3] = [
-        ("CL and TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-        ("TE and CL", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
-        ("duplicate CL", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"),
-    ];
-    for (name, request) in cases {
-        let response = raw(proxy.addr("web"), request).await.to_lowercase();
-        let status = raw_status(&response);
-        if (400..500).contains(&status) {
-            continue;
-        }
-        assert_eq!(status, 200, "{name}: {response}");
-        let seen = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let framings =
-            seen.matches("content-length:").count() + seen.matches("transfer-encoding:").count();
-        assert!(
-            framings <= 1,
-            "{name}: upstream saw more than one framing header: {seen}"
-        );
-    }
-    assert!(backend.requests() <= 3);
 }
 
 #[tokio::test]

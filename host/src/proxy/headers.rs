@@ -47,9 +47,10 @@ impl Rejection {
 
 /// Checks the framing headers for shapes used in request smuggling.
 ///
-/// hyper has already rejected malformed request lines, header names and values; these are the
-/// shapes it tolerates but a proxy must not forward because another hop may read them
-/// differently.
+/// hyper has already rejected malformed request lines, header names and values, and (patched,
+/// see `vendor/README.md`) HTTP/1 requests with both framings or repeated `Content-Length`
+/// lines. These checks cover what remains for every protocol, HTTP/2 included: shapes a proxy
+/// must not forward because another hop may read them differently.
 pub fn validate_request(parts: &Parts) -> Result<(), Rejection> {
     let headers = &parts.headers;
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
