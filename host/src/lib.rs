@@ -10,7 +10,9 @@
 //! |---|---|
 //! | [`config`] | TOML schema, validation with file:line:key errors, durations and sizes |
 //! | [`runtime`] | the snapshot, the server and its worker threads |
-//! | [`listener`] | accepting connections, HTTP/1.1 + h2c |
+//! | [`listener`] | accepting connections: HTTP/1.1 + h2c, HTTPS, TCP, TLS passthrough by SNI |
+//! | [`l4`] | byte streams: the bidirectional copy, upstream connects for L4 listeners |
+//! | [`tls`] | rustls server and client configurations from PEM files |
 //! | [`proxy`] | the request path, phase by phase; header rules; routing |
 //! | [`upstream`] | endpoints, balancing, pooled connections, timeouts |
 //! | [`plugin`] | the wasmtime engine, plugin instances, limits, host functions |
@@ -26,10 +28,12 @@
 
 pub mod config;
 pub mod demo;
+pub mod l4;
 pub mod listener;
 pub mod plugin;
 pub mod proxy;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;
 
 pub use config::{Config, ConfigError};

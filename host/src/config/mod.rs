@@ -14,7 +14,10 @@ use raw::RawConfig;
 use serde_spanned::Spanned;
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
+use crate::tls::client::UpstreamTlsFiles;
+use crate::tls::server::CertificateFiles;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A validated configuration. Every cross-reference in it resolves.
@@ -48,8 +51,40 @@ pub enum ListenerProtocol {
     /// Cleartext HTTP/1.1 and HTTP/2 (prior knowledge) on one port.
     #[default]
     Http,
+    /// HTTP/1.1 and HTTP/2 over TLS terminated by the proxy (ALPN picks the version).
+    Https,
+    /// A TCP byte stream forwarded to one upstream endpoint per connection.
+    Tcp,
+    /// TLS forwarded undecrypted, routed by the SNI of the client's ClientHello.
+    TlsPassthrough,
 }
 
+impl ListenerProtocol {
+    /// Whether requests are proxied at L7 (routes attach to the listener).
+    pub fn is_http(self) -> bool {
+        matches!(self, ListenerProtocol::Http | ListenerProtocol::Https)
+    }
+
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerProtocol::Http => "http",
+            ListenerProtocol::Https => "https",
+            ListenerProtocol::Tcp => "tcp",
+            ListenerProtocol::TlsPassthrough => "tls-passthrough",
+        }
+    }
+}
+
+/// Which PROXY protocol header is sent to an upstream's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocolVersion {
+    /// The human-readable v1 line.
+    V1,
+    /// The binary v2 header.
+    V2,
+}
 /// `[[listener]]`: a socket the proxy accepts connections on.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -63,6 +98,26 @@ pub struct ListenerConfig {
     pub header_read_timeout: Duration,
     /// Largest request head (request line + headers) accepted, in bytes.
     pub max_header_size: usize,
+    /// `tcp`: the upstream every connection goes to, balanced per connection.
+    pub upstream: Option<String>,
+    /// `tls-passthrough`: SNI patterns (exact or `*.suffix`, lowercase) and their upstreams.
+    pub sni: Vec<(String, String)>,
+    /// `tls-passthrough`: where an unknown or missing SNI goes; `None`: the connection is closed.
+    pub default_upstream: Option<String>,
+    /// `https`: certificates by SNI, ALPN and client authentication.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `https`: time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// `tls-passthrough`: time allowed for the client's ClientHello to arrive.
+    pub preread_timeout: Duration,
+    /// `tcp`, `tls-passthrough`: a connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// `tcp`, `tls-passthrough`: most connections open at once (over all workers).
+    pub max_connections: usize,
+    /// Whether clients send a PROXY protocol header first (a balancer in front of maitred).
+    pub accept_proxy_protocol: bool,
+    /// `tcp`, `tls-passthrough`: connection plugins, run in order when a connection arrives.
+    pub plugins: Vec<String>,
 }
 
 /// `[[route]]`: which requests go where, through which plugins.
@@ -106,8 +161,23 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Most idle connections kept per endpoint and worker.
     pub max_idle: usize,
+    /// TLS to the endpoints (`tls = { ... }`); `None`: plain TCP.
+    pub tls: Option<UpstreamTls>,
+    /// PROXY protocol header sent first on L4 connections to the endpoints.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
+/// An upstream's TLS settings, ready to connect with.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The rustls client configuration (roots, client certificate, ALPN).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name sent as SNI and verified in the certificate; `None`: the endpoint's IP.
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
+    /// A digest of every setting above, part of the key of pooled connections, so a
+    /// connection is never reused for a different peer identity.
+    pub identity: u64,
+}
 /// What a failing plugin (trap, timeout, limit) does to its request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -201,7 +271,7 @@ impl Validator<'_> {
         let upstreams = raw
             .upstreams
             .iter()
-            .map(|(name, up)| self.upstream(name, up))
+            .map(|(name, up)| self.upstream(base, name, up))
             .collect::<Result<Vec<_>, _>>()?;
         let plugins = raw
             .plugins
@@ -209,26 +279,23 @@ impl Validator<'_> {
             .map(|(name, p)| self.plugin(base, name, p))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let upstream_names: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+        let plugin_names: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+        let names = Names {
+            upstreams: &upstream_names,
+            plugins: &plugin_names,
+        };
         let mut listener_names = HashSet::new();
         let mut listeners = Vec::new();
         for (i, l) in raw.listeners.iter().enumerate() {
-            let key = format!("listener[{i}]");
             if !listener_names.insert(l.name.get_ref().clone()) {
                 return self.err(
                     l.name.span(),
-                    format!("{key}.name"),
+                    format!("listener[{i}].name"),
                     format!("duplicate listener name {:?}", l.name.get_ref()),
                 );
             }
-            listeners.push(ListenerConfig {
-                name: l.name.get_ref().clone(),
-                listen: self.address(&l.listen, &format!("{key}.listen"))?,
-                protocol: l.protocol,
-                header_read_timeout: l
-                    .header_read_timeout
-                    .map_or(Duration::from_secs(10), |d| d.0),
-                max_header_size: l.max_header_size.map_or(64 * 1024, |s| s.0 as usize),
-            });
+            listeners.push(self.listener(base, i, l, &names)?);
         }
         let mut bound = HashMap::new();
         for (i, l) in listeners.iter().enumerate() {
@@ -243,8 +310,6 @@ impl Validator<'_> {
             }
         }
 
-        let upstream_names: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-        let plugin_names: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
         let mut routes = Vec::new();
         let mut seen_matches = HashMap::new();
         for (i, r) in raw.routes.iter().enumerate() {
@@ -262,33 +327,32 @@ impl Validator<'_> {
                             ),
                         );
                     }
+                    let protocol = listeners
+                        .iter()
+                        .find(|l| &l.name == name.get_ref())
+                        .map(|l| l.protocol);
+                    if let Some(p) = protocol.filter(|p| !p.is_http()) {
+                        return self.err(
+                            name.span(),
+                            format!("{key}.listener"),
+                            format!(
+                                "listener {:?} is a {} listener; routes attach to http and https listeners",
+                                name.get_ref(),
+                                p.as_str()
+                            ),
+                        );
+                    }
                     vec![name.get_ref().clone()]
                 }
-                None => listeners.iter().map(|l| l.name.clone()).collect(),
+                None => listeners
+                    .iter()
+                    .filter(|l| l.protocol.is_http())
+                    .map(|l| l.name.clone())
+                    .collect(),
             };
-            if !upstream_names.contains(r.upstream.get_ref().as_str()) {
-                return self.err(
-                    r.upstream.span(),
-                    format!("{key}.upstream"),
-                    format!(
-                        "unknown upstream {:?}{}",
-                        r.upstream.get_ref(),
-                        defined(upstream_names.iter().copied())
-                    ),
-                );
-            }
+            self.reference(&r.upstream, &format!("{key}.upstream"), names.upstreams, "upstream")?;
             for (j, p) in r.plugins.iter().enumerate() {
-                if !plugin_names.contains(p.get_ref().as_str()) {
-                    return self.err(
-                        p.span(),
-                        format!("{key}.plugins[{j}]"),
-                        format!(
-                            "unknown plugin {:?}{}",
-                            p.get_ref(),
-                            defined(plugin_names.iter().copied())
-                        ),
-                    );
-                }
+                self.reference(p, &format!("{key}.plugins[{j}]"), names.plugins, "plugin")?;
             }
             let host = match &r.host {
                 Some(h) => Some(self.host_pattern(h, &format!("{key}.host"))?),
@@ -335,7 +399,209 @@ impl Validator<'_> {
         })
     }
 
-    fn upstream(&self, name: &str, up: &raw::RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    fn listener(
+        &self,
+        base: &Path,
+        i: usize,
+        l: &raw::RawListener,
+        names: &Names<'_>,
+    ) -> Result<ListenerConfig, ConfigError> {
+        use ListenerProtocol::{Https, Tcp, TlsPassthrough};
+        let key = format!("listener[{i}]");
+        let protocol = l.protocol;
+        // Settings that only mean something for some protocols are errors elsewhere.
+        let only = |span: Option<std::ops::Range<usize>>, field: &str, allowed: &[ListenerProtocol]| {
+            match span {
+                Some(span) if !allowed.contains(&protocol) => {
+                    let list: Vec<&str> = allowed.iter().map(|p| p.as_str()).collect();
+                    self.err(
+                        span,
+                        format!("{key}.{field}"),
+                        format!(
+                            "only applies to {} listeners, not {}",
+                            list.join(" and "),
+                            protocol.as_str()
+                        ),
+                    )
+                }
+                _ => Ok(()),
+            }
+        };
+        only(l.upstream.as_ref().map(Spanned::span), "upstream", &[Tcp])?;
+        only(l.sni.as_ref().map(Spanned::span), "sni", &[TlsPassthrough])?;
+        only(l.default_upstream.as_ref().map(Spanned::span), "default_upstream", &[TlsPassthrough])?;
+        only(l.certificates.as_ref().map(Spanned::span), "certificates", &[Https])?;
+        only(l.client_ca.as_ref().map(Spanned::span), "client_ca", &[Https])?;
+        only(l.max_connections.as_ref().map(Spanned::span), "max_connections", &[Tcp, TlsPassthrough])?;
+        only(l.plugins.first().map(Spanned::span), "plugins", &[Tcp, TlsPassthrough])?;
+
+        let upstream = match (&l.upstream, protocol) {
+            (Some(u), _) => Some(self.reference(u, &format!("{key}.upstream"), names.upstreams, "upstream")?),
+            (None, Tcp) => return self.err(l.name.span(), format!("{key}.upstream"), "a tcp listener needs `upstream = \"NAME\"`"),
+            (None, _) => None,
+        };
+        let mut sni = Vec::new();
+        if let Some(map) = &l.sni {
+            for (pattern, target) in map.get_ref() {
+                let field = format!("{key}.sni.{pattern:?}");
+                let pattern = Spanned::new(target.span(), pattern.clone());
+                sni.push((
+                    self.host_pattern(&pattern, &field)?,
+                    self.reference(target, &field, names.upstreams, "upstream")?,
+                ));
+            }
+        }
+        let default_upstream = match &l.default_upstream {
+            Some(u) => Some(self.reference(u, &format!("{key}.default_upstream"), names.upstreams, "upstream")?),
+            None => None,
+        };
+        if protocol == TlsPassthrough && sni.is_empty() && default_upstream.is_none() {
+            return self.err(l.name.span(), key, "a tls-passthrough listener needs `sni = { ... }` or `default_upstream`");
+        }
+        let tls = match (&l.certificates, protocol) {
+            (Some(certs), Https) if !certs.get_ref().is_empty() => {
+                let files: Vec<CertificateFiles> = certs
+                    .get_ref()
+                    .iter()
+                    .map(|c| CertificateFiles {
+                        cert: base.join(c.cert.get_ref()),
+                        key: base.join(c.key.get_ref()),
+                    })
+                    .collect();
+                let client_ca = l.client_ca.as_ref().map(|c| base.join(c.get_ref()));
+                let config = crate::tls::server::server_config(&files, client_ca.as_deref())
+                    .or_else(|e| {
+                        // Point at the offending `cert`/`key`/`client_ca` value.
+                        let span = certs
+                            .get_ref()
+                            .iter()
+                            .enumerate()
+                            .find_map(|(n, c)| {
+                                if e.key == format!("certificates[{n}].cert") {
+                                    Some(c.cert.span())
+                                } else if e.key == format!("certificates[{n}].key") {
+                                    Some(c.key.span())
+                                } else {
+                                    None
+                                }
+                            })
+                            .or_else(|| l.client_ca.as_ref().map(Spanned::span))
+                            .unwrap_or(certs.span());
+                        self.err(span, format!("{key}.{}", e.key), e.message)
+                    })?;
+                Some(config)
+            }
+            (_, Https) => {
+                let span = l.certificates.as_ref().map_or(l.name.span(), Spanned::span);
+                return self.err(span, format!("{key}.certificates"), "an https listener needs `certificates = [{ cert = \"FILE\", key = \"FILE\" }]`");
+            }
+            _ => None,
+        };
+        let mut plugins = Vec::new();
+        for (j, p) in l.plugins.iter().enumerate() {
+            plugins.push(self.reference(p, &format!("{key}.plugins[{j}]"), names.plugins, "plugin")?);
+        }
+        if let Some(max) = &l.max_connections
+            && *max.get_ref() == 0
+        {
+            return self.err(max.span(), format!("{key}.max_connections"), "must be at least 1");
+        }
+        Ok(ListenerConfig {
+            name: l.name.get_ref().clone(),
+            listen: self.address(&l.listen, &format!("{key}.listen"))?,
+            protocol,
+            header_read_timeout: l.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            max_header_size: l.max_header_size.map_or(64 * 1024, |s| s.0 as usize),
+            upstream,
+            sni,
+            default_upstream,
+            tls,
+            handshake_timeout: l.handshake_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            preread_timeout: l.preread_timeout.map_or(Duration::from_secs(5), |d| d.0),
+            idle_timeout: l.idle_timeout.map_or(Duration::from_secs(600), |d| d.0),
+            max_connections: l.max_connections.as_ref().map_or(10_000, |m| *m.get_ref()),
+            accept_proxy_protocol: l.accept_proxy_protocol.unwrap_or(false),
+            plugins,
+        })
+    }
+
+    /// Checks that `name` is one of the defined `kind`s (`upstream`, `plugin`).
+    fn reference(
+        &self,
+        name: &Spanned<String>,
+        key: &str,
+        defined_names: &HashSet<&str>,
+        kind: &str,
+    ) -> Result<String, ConfigError> {
+        if defined_names.contains(name.get_ref().as_str()) {
+            return Ok(name.get_ref().clone());
+        }
+        self.err(
+            name.span(),
+            key,
+            format!(
+                "unknown {kind} {:?}{}",
+                name.get_ref(),
+                defined(defined_names.iter().copied())
+            ),
+        )
+    }
+
+    fn upstream_tls(
+        &self,
+        base: &Path,
+        key: &str,
+        tls: &Spanned<raw::RawUpstreamTls>,
+    ) -> Result<UpstreamTls, ConfigError> {
+        use std::hash::{Hash, Hasher};
+        let t = tls.get_ref();
+        let path = |p: &Option<Spanned<String>>| p.as_ref().map(|p| base.join(p.get_ref()));
+        let client_cert = match (&t.client_cert, &t.client_key) {
+            (Some(cert), Some(k)) => Some((base.join(cert.get_ref()), base.join(k.get_ref()))),
+            (None, None) => None,
+            (Some(s), None) | (None, Some(s)) => {
+                return self.err(s.span(), format!("{key}.tls"), "client_cert and client_key go together");
+            }
+        };
+        let verify = t.verify.as_ref().is_none_or(|v| *v.get_ref());
+        let files = UpstreamTlsFiles {
+            ca: path(&t.ca),
+            verify,
+            client_cert,
+        };
+        let config = crate::tls::client::client_config(&files).or_else(|e| {
+            let span = match e.key.as_str() {
+                "ca" => t.ca.as_ref().map(Spanned::span),
+                "client_cert" => t.client_cert.as_ref().map(Spanned::span),
+                "client_key" => t.client_key.as_ref().map(Spanned::span),
+                _ => None,
+            };
+            self.err(span.unwrap_or(tls.span()), format!("{key}.tls.{}", e.key), e.message)
+        })?;
+        let server_name = match &t.server_name {
+            Some(n) => Some(
+                rustls::pki_types::ServerName::try_from(n.get_ref().clone()).or_else(|_| {
+                    self.err(n.span(), format!("{key}.tls.server_name"), format!("invalid server name {:?}", n.get_ref()))
+                })?,
+            ),
+            None => None,
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&files, t.server_name.as_ref().map(|n| n.get_ref())).hash(&mut hasher);
+        Ok(UpstreamTls {
+            config,
+            server_name,
+            // Never 0: that key is plain TCP.
+            identity: hasher.finish() | 1,
+        })
+    }
+
+    fn upstream(
+        &self,
+        base: &Path,
+        name: &str,
+        up: &raw::RawUpstream,
+    ) -> Result<UpstreamConfig, ConfigError> {
         let key = format!("upstream.{name}");
         if up.endpoints.get_ref().is_empty() {
             return self.err(
@@ -364,6 +630,11 @@ impl Validator<'_> {
             response_timeout: up.response_timeout.map_or(Duration::from_secs(60), |d| d.0),
             idle_timeout: up.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
             max_idle: up.max_idle.unwrap_or(64),
+            tls: match &up.tls {
+                Some(tls) => Some(self.upstream_tls(base, &key, tls)?),
+                None => None,
+            },
+            proxy_protocol: up.proxy_protocol,
         })
     }
 
@@ -442,6 +713,12 @@ impl Validator<'_> {
         }
         Ok(h)
     }
+}
+
+/// The names listeners and routes may refer to.
+struct Names<'a> {
+    upstreams: &'a HashSet<&'a str>,
+    plugins: &'a HashSet<&'a str>,
 }
 
 /// ` (defined: a, b)` for error messages about unknown names.

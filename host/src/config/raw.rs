@@ -2,7 +2,7 @@
 //! into the file; unknown keys are rejected by serde with their position.
 
 use super::units::{DurationStr, SizeStr};
-use super::{BalancerKind, ConfigError, Isolation, ListenerProtocol, OnError};
+use super::{BalancerKind, ConfigError, Isolation, ListenerProtocol, OnError, ProxyProtocolVersion};
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use std::collections::BTreeMap;
@@ -38,6 +38,25 @@ pub(super) struct RawListener {
     pub protocol: ListenerProtocol,
     pub header_read_timeout: Option<DurationStr>,
     pub max_header_size: Option<SizeStr>,
+    pub upstream: Option<Spanned<String>>,
+    pub sni: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub default_upstream: Option<Spanned<String>>,
+    pub certificates: Option<Spanned<Vec<RawCertificate>>>,
+    pub client_ca: Option<Spanned<String>>,
+    pub handshake_timeout: Option<DurationStr>,
+    pub preread_timeout: Option<DurationStr>,
+    pub idle_timeout: Option<DurationStr>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub accept_proxy_protocol: Option<bool>,
+    #[serde(default)]
+    pub plugins: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +79,18 @@ pub(super) struct RawUpstream {
     pub response_timeout: Option<DurationStr>,
     pub idle_timeout: Option<DurationStr>,
     pub max_idle: Option<usize>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamTls {
+    pub server_name: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub verify: Option<Spanned<bool>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,15 @@
-//! The HTTP listener: accepts TCP connections and serves HTTP/1.1 and HTTP/2 (h2c prior
-//! knowledge) on each, handing every request to [`crate::proxy::handle`].
+//! HTTP listeners: accept TCP connections and serve HTTP/1.1 and HTTP/2 on each, handing
+//! every request to [`crate::proxy::handle`].
+//!
+//! - `http`: cleartext; HTTP/2 by prior knowledge (h2c) on the same port.
+//! - `https`: TLS terminated here (rustls; certificate by SNI; ALPN picks `h2` or
+//!   `http/1.1`), with an optional client-certificate check.
+//!
+//! Either may expect a PROXY protocol header first (`accept_proxy_protocol`), which then
+//! supplies the client address. Connections are served with upgrades enabled, so WebSocket
+//! handshakes can be proxied.
 
+use super::preface::{Prefixed, read_proxy_header};
 use crate::config::ListenerConfig;
 use crate::proxy::{self, ConnectionContext};
 use crate::runtime::server::Shared;
@@ -8,15 +17,22 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
-/// One worker's side of an HTTP listener.
+/// One worker's side of an HTTP or HTTPS listener.
 pub struct HttpListener {
     name: Arc<str>,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// `https`: the TLS acceptor; `None` for cleartext.
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+    accept_proxy_protocol: bool,
 }
 
 impl HttpListener {
@@ -39,12 +55,16 @@ impl HttpListener {
             name: Arc::from(config.name.as_str()),
             shared,
             builder: Arc::new(builder),
+            tls: config.tls.clone().map(TlsAcceptor::from),
+            handshake_timeout: config.handshake_timeout,
+            accept_proxy_protocol: config.accept_proxy_protocol,
         }
     }
 }
 
 /// Accepts connections until the task is aborted.
 pub async fn serve_http(listener: HttpListener, socket: TcpListener) {
+    let listener = Arc::new(listener);
     loop {
         let (stream, client) = match socket.accept().await {
             Ok(accepted) => accepted,
@@ -56,23 +76,64 @@ pub async fn serve_http(listener: HttpListener, socket: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let context = Arc::new(ConnectionContext::new(
-            listener.shared.clone(),
-            listener.name.clone(),
-            client,
-        ));
-        let builder = listener.builder.clone();
+        let listener = listener.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let context = context.clone();
-                async move { Ok::<_, Infallible>(proxy::handle(&context, req).await) }
-            });
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(e) = serve_connection(&listener, stream, client).await {
                 tracing::debug!(%client, "connection ended: {e}");
             }
         });
     }
+}
+
+/// Serves one accepted connection: PROXY header, TLS handshake, then HTTP.
+async fn serve_connection(
+    listener: &HttpListener,
+    mut stream: TcpStream,
+    mut client: SocketAddr,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if !listener.accept_proxy_protocol && listener.tls.is_none() {
+        return serve_http_on(listener, stream, client, "http").await;
+    }
+    let mut prefix = bytes::BytesMut::new();
+    if listener.accept_proxy_protocol {
+        let (source, rest) = read_proxy_header(&mut stream, listener.handshake_timeout).await?;
+        client = source.unwrap_or(client);
+        prefix = rest;
+    }
+    let stream = Prefixed::new(prefix, stream);
+    match &listener.tls {
+        None => serve_http_on(listener, stream, client, "http").await,
+        Some(acceptor) => {
+            let tls = tokio::time::timeout(listener.handshake_timeout, acceptor.accept(stream))
+                .await
+                .map_err(|_| "TLS handshake timed out")??;
+            serve_http_on(listener, tls, client, "https").await
+        }
+    }
+}
+
+/// Serves HTTP on `io` (whatever it is layered on) until the client is done.
+async fn serve_http_on<I>(
+    listener: &HttpListener,
+    io: I,
+    client: SocketAddr,
+    proto: &'static str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let context = Arc::new(ConnectionContext::new(
+        listener.shared.clone(),
+        listener.name.clone(),
+        client,
+        proto,
+    ));
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let context = context.clone();
+        async move { Ok::<_, Infallible>(proxy::handle(&context, req).await) }
+    });
+    listener
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await
 }

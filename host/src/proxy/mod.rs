@@ -9,12 +9,16 @@
 //! 5. **forward** over a pooled connection (connect failure 502, no response in time 504);
 //! 6. **response filters**: the chain in reverse order may edit the response head;
 //! 7. **log**, and stream the body back.
+//!
+//! A WebSocket (or other `Upgrade`) handshake takes the same path; when the upstream
+//! answers `101 Switching Protocols`, [`upgrade`] pipes the two upgraded connections together.
 
 pub mod body;
 mod filters;
 pub mod headers;
 pub mod responses;
 pub mod router;
+pub mod upgrade;
 
 pub use body::ProxyBody;
 pub use headers::{request_authority, rewrite_path_and_query};
@@ -40,11 +44,19 @@ pub struct ConnectionContext {
     pub client: SocketAddr,
     /// The client's IP as a header value, for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
 }
 
 impl ConnectionContext {
-    /// The context of a new connection from `client` on `listener`.
-    pub fn new(shared: Arc<Shared>, listener: Arc<str>, client: SocketAddr) -> Self {
+    /// The context of a new connection from `client` on `listener`, speaking `proto`
+    /// (`http` or `https`).
+    pub fn new(
+        shared: Arc<Shared>,
+        listener: Arc<str>,
+        client: SocketAddr,
+        proto: &'static str,
+    ) -> Self {
         let client_ip = HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
         ConnectionContext {
@@ -52,14 +64,16 @@ impl ConnectionContext {
             listener,
             client,
             client_ip,
+            proto,
         }
     }
 }
 
 /// Serves one request. Never fails: every problem becomes a small error response.
-pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(conn: &ConnectionContext, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let snapshot = conn.shared.snapshot.load_full();
+    let client_upgrade = upgrade::Requested::take(&mut req);
     let (mut parts, body) = req.into_parts();
 
     // 1. validate
@@ -107,16 +121,15 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
         &mut parts,
         Forwarding {
             client_ip: &conn.client_ip,
-            proto: "http",
+            proto: conn.proto,
         },
     );
+    if let Some(requested) = &client_upgrade {
+        requested.restore(&mut parts.headers);
+    }
     let method = parts.method.clone();
-    let response = match upstream::client::send(
-        endpoint,
-        &upstream.settings,
-        Request::from_parts(parts, body),
-    )
-    .await
+    let response = match upstream::client::send(upstream, endpoint, Request::from_parts(parts, body))
+        .await
     {
         Ok(response) => response,
         Err(e) => {
@@ -128,8 +141,16 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
             return responses::error(status);
         }
     };
+    let (response, switched) = match client_upgrade {
+        Some(requested) => requested.accept(response),
+        None => (response, None),
+    };
+    let upgraded = switched.is_some();
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = switched {
+        upgrade::restore_response(&mut parts.headers, protocol);
+    }
 
     // 6. response filters
     if !route.response_plugins.is_empty() {
@@ -142,7 +163,8 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
     // 7. log
     tracing::debug!(
         route = route.index, upstream = %upstream.name, %endpoint, %method,
-        status = parts.status.as_u16(), micros = started.elapsed().as_micros() as u64, "proxied"
+        status = parts.status.as_u16(), micros = started.elapsed().as_micros() as u64, upgraded,
+        "proxied"
     );
     Response::from_parts(parts, ProxyBody::Upstream(body))
 }

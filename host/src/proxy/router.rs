@@ -9,10 +9,7 @@ use std::collections::HashMap;
 /// Routes of one listener compiled for lookup. Values are indexes into the snapshot's routes.
 #[derive(Debug, Default)]
 pub struct Router {
-    exact: HashMap<String, PrefixTable>,
-    /// `(".example.com", table)`, longest suffix first.
-    wildcard: Vec<(String, PrefixTable)>,
-    any_host: Option<PrefixTable>,
+    hosts: HostMap<PrefixTable>,
 }
 
 /// Path prefixes, longest first.
@@ -39,15 +36,48 @@ impl PrefixTable {
 impl Router {
     /// Adds route `route` for `host` (exact, `*.suffix`, or any) and `prefix`.
     pub fn insert(&mut self, host: Option<&str>, prefix: &str, route: usize) {
-        let table = match host {
-            None => self.any_host.get_or_insert_with(PrefixTable::default),
+        self.hosts.entry(host).insert(prefix, route);
+    }
+
+    /// The route for a request to `host` (no port; any case) and `path`.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<usize> {
+        self.hosts.get(host)?.lookup(path)
+    }
+}
+
+/// Values keyed by host name pattern: an exact name (`api.example.com`) beats the longest
+/// matching wildcard (`*.example.com` matches any name ending in `.example.com`), which beats
+/// the catch-all (`None`). Used for HTTP routing and for SNI routing.
+#[derive(Debug)]
+pub struct HostMap<T> {
+    exact: HashMap<String, T>,
+    /// `(".example.com", value)`, longest suffix first.
+    wildcard: Vec<(String, T)>,
+    any_host: Option<T>,
+}
+
+impl<T> Default for HostMap<T> {
+    fn default() -> Self {
+        HostMap {
+            exact: HashMap::new(),
+            wildcard: Vec::new(),
+            any_host: None,
+        }
+    }
+}
+
+impl<T: Default> HostMap<T> {
+    /// The value for `pattern` (lowercase exact name, `*.suffix`, or `None` for any host),
+    /// created empty if missing.
+    pub fn entry(&mut self, pattern: Option<&str>) -> &mut T {
+        match pattern {
+            None => self.any_host.get_or_insert_with(T::default),
             Some(h) => match h.strip_prefix('*') {
                 Some(suffix) => {
                     let pos = match self.wildcard.iter().position(|(s, _)| s == suffix) {
                         Some(pos) => pos,
                         None => {
-                            self.wildcard
-                                .push((suffix.to_owned(), PrefixTable::default()));
+                            self.wildcard.push((suffix.to_owned(), T::default()));
                             self.wildcard
                                 .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
                             self.wildcard
@@ -60,16 +90,13 @@ impl Router {
                 }
                 None => self.exact.entry(h.to_owned()).or_default(),
             },
-        };
-        table.insert(prefix, route);
+        }
     }
+}
 
-    /// The route for a request to `host` (no port; any case) and `path`.
-    pub fn lookup(&self, host: &str, path: &str) -> Option<usize> {
-        self.table_for(host)?.lookup(path)
-    }
-
-    fn table_for(&self, host: &str) -> Option<&PrefixTable> {
+impl<T> HostMap<T> {
+    /// The value for `host` (any case), falling back to the catch-all.
+    pub fn get(&self, host: &str) -> Option<&T> {
         if !self.exact.is_empty() || !self.wildcard.is_empty() {
             let lower;
             let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -89,6 +116,11 @@ impl Router {
                 return Some(t);
             }
         }
+        self.any_host.as_ref()
+    }
+
+    /// The catch-all value alone (for requests or connections that name no host).
+    pub fn any(&self) -> Option<&T> {
         self.any_host.as_ref()
     }
 }

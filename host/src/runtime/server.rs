@@ -9,9 +9,11 @@
 use super::{Snapshot, set_worker_index};
 use crate::config::{Config, ListenerConfig};
 use crate::listener::http::{HttpListener, serve_http};
+use crate::listener::stream::{StreamListener, serve_stream};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::thread::JoinHandle;
 use tokio::sync::watch;
 
@@ -78,14 +80,26 @@ impl Server {
             addrs.push((listener.name.clone(), addr));
         }
 
+        // Open-connection counters of each listener, shared by all workers.
+        let counters: Vec<Arc<AtomicUsize>> = config
+            .listeners
+            .iter()
+            .map(|_| Arc::new(AtomicUsize::new(0)))
+            .collect();
         let (stop, stop_rx) = watch::channel(false);
         let mut handles = Vec::new();
         for (index, worker_sockets) in sockets.into_iter().enumerate() {
-            let listeners: Vec<(ListenerConfig, std::net::TcpListener)> = config
+            let listeners: Vec<WorkerListener> = config
                 .listeners
                 .iter()
                 .cloned()
                 .zip(worker_sockets)
+                .zip(counters.iter().cloned())
+                .map(|((config, socket), open)| WorkerListener {
+                    config,
+                    socket,
+                    open,
+                })
                 .collect();
             let shared = shared.clone();
             let stop_rx = stop_rx.clone();
@@ -147,18 +161,36 @@ impl Drop for Server {
     }
 }
 
+/// A worker's share of one listener.
+struct WorkerListener {
+    config: ListenerConfig,
+    /// The worker's own `SO_REUSEPORT` socket.
+    socket: std::net::TcpListener,
+    /// The listener's open connections over all workers.
+    open: Arc<AtomicUsize>,
+}
+
 /// One worker's event loop: accept on each of its listeners until told to stop.
 async fn run_worker(
-    listeners: Vec<(ListenerConfig, std::net::TcpListener)>,
+    listeners: Vec<WorkerListener>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut accept_loops = tokio::task::JoinSet::new();
-    for (config, socket) in listeners {
+    for WorkerListener {
+        config,
+        socket,
+        open,
+    } in listeners
+    {
         match tokio::net::TcpListener::from_std(socket) {
-            Ok(socket) => {
+            Ok(socket) if config.protocol.is_http() => {
                 let listener = HttpListener::new(&config, shared.clone());
                 accept_loops.spawn(serve_http(listener, socket));
+            }
+            Ok(socket) => {
+                let listener = StreamListener::new(&config, shared.clone(), open);
+                accept_loops.spawn(serve_stream(listener, socket));
             }
             Err(e) => tracing::error!(listener = %config.name, "cannot use socket: {e}"),
         }

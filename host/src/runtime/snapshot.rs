@@ -3,8 +3,8 @@
 //! request path only reads it.
 
 use crate::config::Config;
-use crate::plugin::{LoadedPlugin, PluginError};
-use crate::proxy::router::Router;
+use crate::plugin::{LoadedPlugin, PluginError, PluginKind};
+use crate::proxy::router::{HostMap, Router};
 use crate::upstream::Upstream;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
@@ -20,6 +20,17 @@ pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     /// Loaded plugins by name.
     pub plugins: HashMap<String, Arc<LoadedPlugin>>,
+    /// Where each `tcp` and `tls-passthrough` listener sends connections, by listener name.
+    pub streams: FxHashMap<String, StreamRoutes>,
+}
+
+/// The routing of one `tcp` or `tls-passthrough` listener.
+pub struct StreamRoutes {
+    /// Upstream by SNI (exact, `*.suffix`); the catch-all is a `tcp` listener's upstream or
+    /// a passthrough listener's `default_upstream` (`None`: close the connection).
+    pub upstreams: HostMap<Option<Arc<Upstream>>>,
+    /// Connection plugins, run in order on every new connection.
+    pub plugins: Vec<Arc<LoadedPlugin>>,
 }
 
 /// A route, ready to serve.
@@ -62,6 +73,29 @@ impl Snapshot {
             })?;
             plugins.insert(p.name.clone(), Arc::new(loaded));
         }
+        // A plugin attached where its world does not fit: filters on routes, connection
+        // plugins on stream listeners.
+        let attached = config
+            .routes
+            .iter()
+            .flat_map(|r| r.plugins.iter().map(|p| (p, PluginKind::Filter)))
+            .chain(config.listeners.iter().flat_map(|l| {
+                l.plugins.iter().map(|p| (p, PluginKind::Connection))
+            }));
+        for (name, wanted) in attached {
+            let kind = plugins[name].kind();
+            if kind != wanted {
+                return Err(BuildError {
+                    file: config.source.display().to_string(),
+                    plugin: name.clone(),
+                    error: PluginError::Config(format!(
+                        "is {kind} (world `{}`) but is attached where {wanted} (world `{}`) is expected",
+                        kind.world(),
+                        wanted.world()
+                    )),
+                });
+            }
+        }
         let upstreams: HashMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -95,11 +129,32 @@ impl Snapshot {
                 }
             }
         }
+        let mut streams = FxHashMap::default();
+        for l in config.listeners.iter().filter(|l| !l.protocol.is_http()) {
+            let mut table = HostMap::default();
+            for (pattern, upstream) in &l.sni {
+                *table.entry(Some(pattern)) = Some(upstreams[upstream].clone());
+            }
+            *table.entry(None) = l
+                .upstream
+                .as_ref()
+                .or(l.default_upstream.as_ref())
+                .map(|u| upstreams[u].clone());
+            let chain = l.plugins.iter().map(|name| plugins[name].clone()).collect();
+            streams.insert(
+                l.name.clone(),
+                StreamRoutes {
+                    upstreams: table,
+                    plugins: chain,
+                },
+            );
+        }
         Ok(Snapshot {
             routes,
             routers,
             upstreams,
             plugins,
+            streams,
         })
     }
 

@@ -1,8 +1,10 @@
-//! Sending one request to one endpoint: take or open a connection, apply the timeouts, and
-//! hand the connection back to the pool when the response body has been read.
+//! Sending one request to one endpoint: take or open a connection (TCP, or TLS when the
+//! upstream has `tls = { ... }`), apply the timeouts, and hand the connection back to the
+//! pool when the response body has been read.
 
-use super::pool::{self, PooledConnection};
-use super::{RequestBody, UpstreamSettings};
+use super::pool::{self, PeerKey, PooledConnection};
+use super::{RequestBody, Upstream, UpstreamSettings};
+use crate::config::UpstreamTls;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -19,6 +21,9 @@ pub enum ForwardError {
     /// The TCP connection could not be made (answer 502).
     #[error("connect to {0} failed: {1}")]
     Connect(SocketAddr, std::io::Error),
+    /// The TLS handshake failed, e.g. the certificate did not verify (answer 502).
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(SocketAddr, std::io::Error),
     /// Connecting took longer than `connect_timeout` (answer 502).
     #[error("connect to {0} timed out")]
     ConnectTimeout(SocketAddr),
@@ -30,22 +35,24 @@ pub enum ForwardError {
     Http(SocketAddr, hyper::Error),
 }
 
-/// Sends `req` to `endpoint`, reusing a pooled connection when one is idle.
+/// Sends `req` to `endpoint` of `upstream`, reusing a pooled connection when one is idle.
 ///
 /// A reused connection that turns out to be closed before the request was written is
 /// replaced by a fresh one once; nothing that reached the upstream is sent twice.
 pub async fn send(
+    upstream: &Upstream,
     endpoint: SocketAddr,
-    settings: &UpstreamSettings,
     req: Request<RequestBody>,
 ) -> Result<Response<UpstreamBody>, ForwardError> {
+    let settings = &upstream.settings;
+    let peer = upstream.peer(endpoint);
     let mut req = req;
     loop {
-        let mut conn = match pool::take(endpoint, settings) {
+        let mut conn = match pool::take(peer, settings) {
             Some(conn) => conn,
             // Boxed: connecting is the rare path, and inline it would make every request's
             // future (moved several times per request) larger.
-            None => Box::pin(connect(endpoint, settings)).await?,
+            None => Box::pin(connect(peer, settings, upstream.tls.as_ref())).await?,
         };
         if conn.sender.ready().await.is_err() {
             if conn.reused {
@@ -62,11 +69,11 @@ pub async fn send(
         match sent {
             Err(_) => return Err(ForwardError::ResponseTimeout(endpoint)),
             Ok(Ok(resp)) => {
+                // After `101 Switching Protocols` the connection belongs to the upgrade.
+                let reusable = resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
                 let (parts, body) = resp.into_parts();
-                return Ok(Response::from_parts(
-                    parts,
-                    UpstreamBody::new(body, conn, settings.max_idle),
-                ));
+                let conn = reusable.then_some((conn, settings.max_idle));
+                return Ok(Response::from_parts(parts, UpstreamBody::new(body, conn)));
             }
             Ok(Err(mut e)) => match e.take_message() {
                 Some(unsent) if conn.reused => req = unsent,
@@ -76,28 +83,61 @@ pub async fn send(
     }
 }
 
-/// Opens a new HTTP/1.1 connection and spawns its driver task on this worker.
+/// Opens a new HTTP/1.1 connection (over TLS when `tls` is set) and spawns its driver task on
+/// this worker. The connect timeout covers the TCP connect and the TLS handshake.
 async fn connect(
-    endpoint: SocketAddr,
+    peer: PeerKey,
     settings: &UpstreamSettings,
+    tls: Option<&UpstreamTls>,
 ) -> Result<PooledConnection, ForwardError> {
-    let stream =
-        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(endpoint)).await {
-            Err(_) => return Err(ForwardError::ConnectTimeout(endpoint)),
-            Ok(Err(e)) => return Err(ForwardError::Connect(endpoint, e)),
-            Ok(Ok(s)) => s,
-        };
+    let endpoint = peer.endpoint;
+    let deadline = tokio::time::Instant::now() + settings.connect_timeout;
+    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(endpoint)).await {
+        Err(_) => return Err(ForwardError::ConnectTimeout(endpoint)),
+        Ok(Err(e)) => return Err(ForwardError::Connect(endpoint, e)),
+        Ok(Ok(s)) => s,
+    };
     let _ = stream.set_nodelay(true);
+    let sender = match tls {
+        None => handshake(endpoint, stream).await?,
+        Some(tls) => {
+            let server_name = tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| endpoint.ip().into());
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            let stream =
+                match tokio::time::timeout_at(deadline, connector.connect(server_name, stream))
+                    .await
+                {
+                    Err(_) => return Err(ForwardError::ConnectTimeout(endpoint)),
+                    Ok(Err(e)) => return Err(ForwardError::Tls(endpoint, e)),
+                    Ok(Ok(s)) => s,
+                };
+            handshake(endpoint, stream).await?
+        }
+    };
+    Ok(PooledConnection::new(sender, peer))
+}
+
+/// Starts HTTP/1.1 on `io` and spawns the task that drives the connection (upgrades allowed).
+async fn handshake<I>(
+    endpoint: SocketAddr,
+    io: I,
+) -> Result<hyper::client::conn::http1::SendRequest<RequestBody>, ForwardError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|e| ForwardError::Http(endpoint, e))?;
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(%endpoint, "upstream connection ended: {e}");
         }
     });
-    Ok(PooledConnection::new(sender, endpoint))
+    Ok(sender)
 }
 
 /// A response body streamed from an upstream; when it has been read to the end, its
@@ -109,11 +149,10 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, conn: PooledConnection, max_idle: usize) -> Self {
-        let mut body = UpstreamBody {
-            inner,
-            conn: Some((conn, max_idle)),
-        };
+    /// `conn` (with its pool's `max_idle`) is pooled again at the end of the body; `None`
+    /// after an upgrade, when the connection is no longer HTTP.
+    fn new(inner: Incoming, conn: Option<(PooledConnection, usize)>) -> Self {
+        let mut body = UpstreamBody { inner, conn };
         if body.inner.is_end_stream() {
             body.finish();
         }

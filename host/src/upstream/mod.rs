@@ -10,7 +10,7 @@ pub mod client;
 pub mod pool;
 pub mod request_body;
 
-use crate::config::UpstreamConfig;
+use crate::config::{ProxyProtocolVersion, UpstreamConfig, UpstreamTls};
 use balancer::RoundRobin;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +29,10 @@ pub struct Upstream {
     balancer: RoundRobin,
     /// Timeouts and pool limits for requests to this upstream.
     pub settings: UpstreamSettings,
+    /// TLS to the endpoints, if configured.
+    pub tls: Option<UpstreamTls>,
+    /// PROXY protocol header sent first on L4 connections.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
 /// Timeouts and keep-alive limits of one upstream.
@@ -59,11 +63,21 @@ impl Upstream {
                 idle_timeout: config.idle_timeout,
                 max_idle: config.max_idle,
             },
+            tls: config.tls.clone(),
+            proxy_protocol: config.proxy_protocol,
         }
     }
 
-    /// The endpoint the next request goes to.
+    /// The endpoint the next request (or L4 connection) goes to.
     pub fn pick(&self) -> SocketAddr {
         self.endpoints[self.balancer.next(self.endpoints.len())]
+    }
+
+    /// The pool key of connections to `endpoint` with this upstream's TLS settings.
+    pub fn peer(&self, endpoint: SocketAddr) -> pool::PeerKey {
+        pool::PeerKey {
+            endpoint,
+            identity: self.tls.as_ref().map_or(0, |t| t.identity),
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! Keep-alive connections to endpoints, one pool per worker thread.
 //!
 //! Invariants: a pool lives in a thread-local, so taking and returning a connection needs no
-//! lock and no shared counter; a connection returns to the pool only after its response
-//! body was read to the end (it is then clean for the next request); idle connections older
-//! than the upstream's `idle_timeout` or beyond `max_idle` are closed.
+//! lock and no shared counter; connections are keyed by the whole peer identity ([`PeerKey`]:
+//! address plus a digest of the TLS settings), so a TLS connection is never reused for a
+//! different server name, CA or client certificate; a connection returns to the pool only
+//! after its response body was read to the end (it is then clean for the next request), and
+//! never after a protocol upgrade; idle connections older than the upstream's
+//! `idle_timeout` or beyond `max_idle` are closed.
 
 use super::RequestBody;
 use super::UpstreamSettings;
@@ -13,12 +16,22 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+/// Who a pooled connection talks to: the endpoint, and how (TLS settings digest; 0 for
+/// plain TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// The endpoint's address.
+    pub endpoint: SocketAddr,
+    /// [`crate::config::UpstreamTls::identity`], or 0 without TLS.
+    pub identity: u64,
+}
+
 /// A connection to an endpoint that can carry a request.
 pub struct PooledConnection {
     /// hyper's handle to the HTTP/1.1 connection.
     pub sender: SendRequest<RequestBody>,
-    /// The endpoint it is connected to.
-    pub endpoint: SocketAddr,
+    /// The peer it is connected to.
+    pub peer: PeerKey,
     /// Whether it served a request before (a failure on a reused connection may be a race
     /// with the server closing it, and is worth one retry).
     pub reused: bool,
@@ -27,10 +40,10 @@ pub struct PooledConnection {
 
 impl PooledConnection {
     /// Wraps a freshly made connection.
-    pub fn new(sender: SendRequest<RequestBody>, endpoint: SocketAddr) -> Self {
+    pub fn new(sender: SendRequest<RequestBody>, peer: PeerKey) -> Self {
         PooledConnection {
             sender,
-            endpoint,
+            peer,
             reused: false,
             idle_since: Instant::now(),
         }
@@ -38,13 +51,13 @@ impl PooledConnection {
 }
 
 thread_local! {
-    static IDLE: RefCell<FxHashMap<SocketAddr, Vec<PooledConnection>>> = RefCell::new(FxHashMap::default());
+    static IDLE: RefCell<FxHashMap<PeerKey, Vec<PooledConnection>>> = RefCell::new(FxHashMap::default());
 }
 
-/// An idle connection to `endpoint` from this worker's pool, if a live one is there.
-pub fn take(endpoint: SocketAddr, settings: &UpstreamSettings) -> Option<PooledConnection> {
+/// An idle connection to `peer` from this worker's pool, if a live one is there.
+pub fn take(peer: PeerKey, settings: &UpstreamSettings) -> Option<PooledConnection> {
     IDLE.with_borrow_mut(|idle| {
-        let list = idle.get_mut(&endpoint)?;
+        let list = idle.get_mut(&peer)?;
         while let Some(mut conn) = list.pop() {
             if conn.sender.is_closed() || conn.idle_since.elapsed() > settings.idle_timeout {
                 continue;
@@ -62,7 +75,7 @@ pub fn give_back(conn: PooledConnection, max_idle: usize) {
         return;
     }
     IDLE.with_borrow_mut(|idle| {
-        let list = idle.entry(conn.endpoint).or_default();
+        let list = idle.entry(conn.peer).or_default();
         if list.len() < max_idle {
             list.push(PooledConnection {
                 idle_since: Instant::now(),
