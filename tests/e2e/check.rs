@@ -202,3 +202,66 @@ fn plugin_importing_what_the_host_does_not_offer_is_refused() {
         "the error should name the import: {e}"
     );
 }
+
+const STREAMS: &str = r#"
+[[listener]]
+name = "db"
+listen = "127.0.0.1:0"
+protocol = "tcp"
+upstream = "api"
+
+[[listener]]
+name = "edge"
+listen = "127.0.0.1:0"
+protocol = "tls-passthrough"
+sni = { "a.example.com" = "api" }
+
+[upstream.api]
+endpoints = ["127.0.0.1:9001"]
+"#;
+
+#[test]
+fn stream_listener_errors_name_line_and_key() {
+    let e = error_of("tcp-no-upstream", &STREAMS.replace("upstream = \"api\"\n", ""));
+    assert!(e.contains(":3:8: listener[0].upstream: a tcp listener needs"), "{e}");
+    let e = error_of("sni-unknown", &STREAMS.replace("= \"api\" }", "= \"nope\" }"));
+    assert!(
+        e.contains(":12:27: listener[1].sni.\"a.example.com\": unknown upstream \"nope\""),
+        "{e}"
+    );
+    let e = error_of(
+        "route-on-tcp",
+        &format!("{STREAMS}\n[[route]]\nlistener = \"db\"\nupstream = \"api\"\n"),
+    );
+    assert!(
+        e.contains("route[0].listener: listener \"db\" is a tcp listener; routes attach to http and https listeners"),
+        "{e}"
+    );
+    let e = error_of(
+        "sni-on-http",
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nsni = { \"a\" = \"api\" }\n[upstream.api]\nendpoints = [\"127.0.0.1:1\"]\n",
+    );
+    assert!(
+        e.contains(":4:7: listener[0].sni: only applies to tls-passthrough listeners, not http"),
+        "{e}"
+    );
+    let e = error_of(
+        "https-no-certs",
+        "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"https\"\n",
+    );
+    assert!(e.contains("listener[0].certificates: an https listener needs"), "{e}");
+}
+
+#[test]
+fn filter_plugin_on_a_tcp_listener_is_refused() {
+    let text = format!(
+        "{STREAMS}\n[plugin.tag]\nwasm = \"{}/headers.wasm\"\n",
+        plugin_dir().display()
+    )
+    .replace("upstream = \"api\"\n", "upstream = \"api\"\nplugins = [\"tag\"]\n");
+    let e = error_of("filter-on-tcp", &text);
+    assert!(
+        e.contains("plugin.tag: is an HTTP filter plugin (world `filter`) but is attached where a connection plugin (world `connection-filter`) is expected"),
+        "{e}"
+    );
+}

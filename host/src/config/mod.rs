@@ -174,6 +174,8 @@ pub struct UpstreamTls {
     pub config: Arc<rustls::ClientConfig>,
     /// The name sent as SNI and verified in the certificate; `None`: the endpoint's IP.
     pub server_name: Option<rustls::pki_types::ServerName<'static>>,
+    /// Whether the certificate is verified (`verify = false` turns it off, with a warning).
+    pub verify: bool,
     /// A digest of every setting above, part of the key of pooled connections, so a
     /// connection is never reused for a different peer identity.
     pub identity: u64,
@@ -591,6 +593,7 @@ impl Validator<'_> {
         Ok(UpstreamTls {
             config,
             server_name,
+            verify,
             // Never 0: that key is plain TCP.
             identity: hasher.finish() | 1,
         })

@@ -96,6 +96,11 @@ impl Snapshot {
                 });
             }
         }
+        for u in &config.upstreams {
+            if u.tls.as_ref().is_some_and(|t| !t.verify) {
+                tracing::warn!(upstream = %u.name, "tls.verify = false: the upstream's certificate is not checked");
+            }
+        }
         let upstreams: HashMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
