@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod l4;
+pub mod tls;
+pub mod ws;
+
 /// The folder holding the `.wasm` plugins built by this crate's build script.
 pub fn plugin_dir() -> PathBuf {
     PathBuf::from(env!("MAITRED_TEST_PLUGINS"))
@@ -231,4 +235,48 @@ pub fn raw_status(response: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// A fresh folder under the system temp dir, removed on drop (for PEM files and configs).
+pub struct TempDir {
+    /// The folder.
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `maitred-test-PID-N-TAG` under the temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!(
+            "maitred-test-{}-{n}-{tag}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+
+    /// Writes `contents` to `NAME` in the folder and returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// `path` as a quoted TOML string.
+pub fn toml_path(path: &std::path::Path) -> String {
+    toml_str(&path.display().to_string())
+}
+
+/// `s` as a quoted TOML basic string.
+pub fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
