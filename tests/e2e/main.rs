@@ -7,3 +7,5 @@ mod plugins;
 mod proxying;
 mod routing;
 mod smuggling;
+mod tls;
+mod websocket;
