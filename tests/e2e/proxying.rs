@@ -274,3 +274,55 @@ async fn upstream_connect_timeout_is_502() {
     );
     drop(socket);
 }
+
+/// An HTTP/2-only (prior knowledge) backend answering with [`echo`]; counts connections.
+async fn h2c_backend() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req| async move {
+                    Ok::<_, std::convert::Infallible>(echo(req).await)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn h2c_upstream_multiplexes_one_connection() {
+    let (addr, connections) = h2c_backend().await;
+    let proxy = Proxy::start(&one_route(&addr.to_string(), "protocol = \"h2c\""));
+    let url = format!("{}/x?y=1", proxy.url("web"));
+    // One request first opens the connection; the concurrent ones then share it.
+    let first = get(&url, &[("host", "shop.example.com")]).await;
+    let mut replies = futures_util::future::join_all(
+        (0..20).map(|_| get(&url, &[("host", "shop.example.com")])),
+    )
+    .await;
+    replies.push(first);
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(
+            reply.body.starts_with("GET http://shop.example.com/x?y=1 HTTP/2.0\n"),
+            "{}",
+            reply.body
+        );
+        assert!(!reply.body.contains("\nhost:"), "HTTP/2 carries no Host header: {}", reply.body);
+    }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one shared HTTP/2 connection"
+    );
+}

@@ -76,6 +76,19 @@ impl ListenerProtocol {
     }
 }
 
+/// The HTTP version spoken to an upstream's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, with keep-alive connections pooled per worker.
+    #[default]
+    Http1,
+    /// HTTP/2 by prior knowledge over plain TCP; one multiplexed connection per worker.
+    H2c,
+    /// HTTP/2 over TLS when the endpoint agrees in ALPN (HTTP/1.1 otherwise); needs `tls`.
+    H2,
+}
+
 /// Which PROXY protocol header is sent to an upstream's endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -165,6 +178,8 @@ pub struct UpstreamConfig {
     pub tls: Option<UpstreamTls>,
     /// PROXY protocol header sent first on L4 connections to the endpoints.
     pub proxy_protocol: Option<ProxyProtocolVersion>,
+    /// HTTP version spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
 }
 
 /// An upstream's TLS settings, ready to connect with.
@@ -554,6 +569,7 @@ impl Validator<'_> {
         base: &Path,
         key: &str,
         tls: &Spanned<raw::RawUpstreamTls>,
+        protocol: UpstreamProtocol,
     ) -> Result<UpstreamTls, ConfigError> {
         use std::hash::{Hash, Hasher};
         let t = tls.get_ref();
@@ -570,6 +586,7 @@ impl Validator<'_> {
             ca: path(&t.ca),
             verify,
             client_cert,
+            http2: protocol == UpstreamProtocol::H2,
         };
         let config = crate::tls::client::client_config(&files).or_else(|e| {
             let span = match e.key.as_str() {
@@ -606,6 +623,16 @@ impl Validator<'_> {
         up: &raw::RawUpstream,
     ) -> Result<UpstreamConfig, ConfigError> {
         let key = format!("upstream.{name}");
+        let protocol = up.protocol.as_ref().map_or(UpstreamProtocol::Http1, |p| *p.get_ref());
+        match (&up.protocol, &up.tls) {
+            (Some(p), None) if *p.get_ref() == UpstreamProtocol::H2 => {
+                return self.err(p.span(), format!("{key}.protocol"), "\"h2\" is HTTP/2 over TLS and needs `tls = { ... }`; use \"h2c\" for cleartext HTTP/2");
+            }
+            (Some(p), Some(_)) if *p.get_ref() == UpstreamProtocol::H2c => {
+                return self.err(p.span(), format!("{key}.protocol"), "\"h2c\" is cleartext HTTP/2; with `tls` use \"h2\"");
+            }
+            _ => {}
+        }
         if up.endpoints.get_ref().is_empty() {
             return self.err(
                 up.endpoints.span(),
@@ -634,10 +661,11 @@ impl Validator<'_> {
             idle_timeout: up.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
             max_idle: up.max_idle.unwrap_or(64),
             tls: match &up.tls {
-                Some(tls) => Some(self.upstream_tls(base, &key, tls)?),
+                Some(tls) => Some(self.upstream_tls(base, &key, tls, protocol)?),
                 None => None,
             },
             proxy_protocol: up.proxy_protocol,
+            protocol,
         })
     }
 

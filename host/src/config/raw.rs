@@ -2,7 +2,10 @@
 //! into the file; unknown keys are rejected by serde with their position.
 
 use super::units::{DurationStr, SizeStr};
-use super::{BalancerKind, ConfigError, Isolation, ListenerProtocol, OnError, ProxyProtocolVersion};
+use super::{
+    BalancerKind, ConfigError, Isolation, ListenerProtocol, OnError, ProxyProtocolVersion,
+    UpstreamProtocol,
+};
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use std::collections::BTreeMap;
@@ -81,6 +84,7 @@ pub(super) struct RawUpstream {
     pub max_idle: Option<usize>,
     pub tls: Option<Spanned<RawUpstreamTls>>,
     pub proxy_protocol: Option<ProxyProtocolVersion>,
+    pub protocol: Option<Spanned<UpstreamProtocol>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,11 +1,18 @@
 //! A loaded plugin: its compiled component, settings, and per-worker pools of initialised
 //! instances; and [`PluginInstance`], one store + instance that calls run in.
 //!
+//! A plugin implements one of two worlds, found out at load time from its exports
+//! ([`PluginKind`]): `filter` (HTTP, `on-request`/`on-response`) or `connection-filter`
+//! (layer 4, `on-connect`). Calling a plugin through the other world's method is a
+//! [`PluginFailure::WrongKind`], never a panic.
+//!
 //! Invariants: an instance whose call failed (trap, deadline, memory cap) is dropped, never
 //! returned to a pool; every call runs under the plugin's deadline and memory cap; `init`
 //! has run successfully on every instance handed out.
 
+use super::bindings::connection::{ConnectionFilter, ConnectionFilterPre};
 use super::bindings::{Filter, FilterPre, Phases, RequestAction};
+use super::connection::{ConnectionAction, ConnectionInfo};
 use super::engine::{EPOCH_TICK, MAX_PLUGIN_MEMORY, PluginEngine};
 use super::state::{PluginState, RequestView, ResponseView};
 use super::{PluginError, PluginFailure};
@@ -18,6 +25,47 @@ use wasmtime::component::Resource;
 
 /// How long `init` may run: it may parse rule files, so it gets more than a request call.
 const INIT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Which world a plugin implements, and so where it can be attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginKind {
+    /// The `filter` world: HTTP requests and responses, attached to routes.
+    Filter,
+    /// The `connection-filter` world: accepted connections, attached to `tcp` and
+    /// `tls-passthrough` listeners.
+    Connection,
+}
+
+impl PluginKind {
+    /// The WIT world's name.
+    pub fn world(self) -> &'static str {
+        match self {
+            PluginKind::Filter => "filter",
+            PluginKind::Connection => "connection-filter",
+        }
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PluginKind::Filter => "an HTTP filter plugin",
+            PluginKind::Connection => "a connection plugin",
+        })
+    }
+}
+
+/// The linked component, ready to instantiate, for the world it implements.
+enum Pre {
+    Filter(FilterPre<PluginState>),
+    Connection(ConnectionFilterPre<PluginState>),
+}
+
+/// An instance's exports, for the world it implements.
+enum Exports {
+    Filter(Filter),
+    Connection(ConnectionFilter),
+}
 
 /// A plugin ready to serve: compiled, linked, and known to initialise with its config.
 pub struct LoadedPlugin {
@@ -32,7 +80,7 @@ pub struct LoadedPlugin {
     memory_limit: u64,
     call_ticks: u64,
     pool_size: usize,
-    pre: FilterPre<PluginState>,
+    pre: Pre,
     engine: &'static PluginEngine,
     /// Idle initialised instances, one pool per worker thread.
     pools: Box<[Mutex<Vec<PluginInstance>>]>,
@@ -41,7 +89,7 @@ pub struct LoadedPlugin {
 /// One instantiated, initialised plugin and its store.
 pub struct PluginInstance {
     store: Store<PluginState>,
-    filter: Filter,
+    exports: Exports,
 }
 
 impl LoadedPlugin {
@@ -67,11 +115,22 @@ impl LoadedPlugin {
         }
         let engine = PluginEngine::global()?;
         let component = engine.compile(wasm)?;
+        // The world is told by the exports: only a connection plugin exports `on-connect`.
+        let kind = match component.get_export_index(None, "on-connect") {
+            Some(_) => PluginKind::Connection,
+            None => PluginKind::Filter,
+        };
+        let link_error = |e: wasmtime::Error| PluginError::Link(kind.world(), format!("{e:#}"));
         let pre = engine
             .linker()
             .instantiate_pre(&component)
-            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
-        let pre = FilterPre::new(pre).map_err(|e| PluginError::Link(format!("{e:#}")))?;
+            .map_err(link_error)?;
+        let pre = match kind {
+            PluginKind::Filter => Pre::Filter(FilterPre::new(pre).map_err(link_error)?),
+            PluginKind::Connection => {
+                Pre::Connection(ConnectionFilterPre::new(pre).map_err(link_error)?)
+            }
+        };
         let mut plugin = LoadedPlugin {
             name: Arc::from(config.name.as_str()),
             on_error: config.on_error,
@@ -87,20 +146,29 @@ impl LoadedPlugin {
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
         };
-        let (first, phases) = plugin
-            .instantiate()
-            .map_err(|f| PluginError::Init(f.to_string()))?;
+        let (first, phases) = plugin.instantiate().map_err(|f| match f {
+            PluginFailure::Init(message) => PluginError::Init(message),
+            other => PluginError::Init(other.to_string()),
+        })?;
         plugin.phases = phases;
         plugin.release(first);
         Ok(plugin)
     }
 
-    /// Whether the plugin asked to see requests.
+    /// Which world the plugin implements: where it may be attached, which calls it takes.
+    pub fn kind(&self) -> PluginKind {
+        match self.pre {
+            Pre::Filter(_) => PluginKind::Filter,
+            Pre::Connection(_) => PluginKind::Connection,
+        }
+    }
+
+    /// Whether the plugin asked to see requests (never, for a connection plugin).
     pub fn wants_request(&self) -> bool {
         self.phases.contains(Phases::REQUEST)
     }
 
-    /// Whether the plugin asked to see responses.
+    /// Whether the plugin asked to see responses (never, for a connection plugin).
     pub fn wants_response(&self) -> bool {
         self.phases.contains(Phases::RESPONSE)
     }
@@ -126,15 +194,18 @@ impl LoadedPlugin {
     }
 
     /// Runs `on-request` on `instance` with `view` lent to it; the view comes back either way.
+    /// A connection plugin's instance fails with [`PluginFailure::WrongKind`].
     pub fn on_request(
         &self,
         instance: &mut PluginInstance,
         view: RequestView,
     ) -> (RequestView, Result<RequestAction, PluginFailure>) {
+        let Exports::Filter(filter) = &instance.exports else {
+            return (view, Err(PluginFailure::WrongKind("on-request", self.kind())));
+        };
         let store = &mut instance.store;
         store.data_mut().request = Some(view);
         store.set_epoch_deadline(self.call_ticks);
-        let filter = &instance.filter;
         let result = contain(|| filter.call_on_request(&mut *store, Resource::new_borrow(0)));
         let view = store
             .data_mut()
@@ -145,15 +216,18 @@ impl LoadedPlugin {
     }
 
     /// Runs `on-response` on `instance` with `view` lent to it; the view comes back either way.
+    /// A connection plugin's instance fails with [`PluginFailure::WrongKind`].
     pub fn on_response(
         &self,
         instance: &mut PluginInstance,
         view: ResponseView,
     ) -> (ResponseView, Result<(), PluginFailure>) {
+        let Exports::Filter(filter) = &instance.exports else {
+            return (view, Err(PluginFailure::WrongKind("on-response", self.kind())));
+        };
         let store = &mut instance.store;
         store.data_mut().response = Some(view);
         store.set_epoch_deadline(self.call_ticks);
-        let filter = &instance.filter;
         let result = contain(|| filter.call_on_response(&mut *store, Resource::new_borrow(0)));
         let view = store
             .data_mut()
@@ -161,6 +235,32 @@ impl LoadedPlugin {
             .take()
             .expect("the response view stays in the store during the call");
         (view, result)
+    }
+
+    /// Asks a connection plugin about a new connection: takes an instance (from this worker's
+    /// pool, or a new one), runs `on-connect` under the call deadline and memory cap, and gives
+    /// the instance back on success (dropped on failure, or always with `per-request`
+    /// isolation, which here means one instance per connection).
+    ///
+    /// On `Err` the caller applies the plugin's `on_error`, e.g. with
+    /// [`LoadedPlugin::on_error_action`]; [`LoadedPlugin::decide`] does both in one call.
+    /// An HTTP filter plugin fails with [`PluginFailure::WrongKind`].
+    pub fn on_connect(
+        &self,
+        info: &ConnectionInfo<'_>,
+    ) -> Result<ConnectionAction, PluginFailure> {
+        if self.kind() != PluginKind::Connection {
+            return Err(PluginFailure::WrongKind("on-connect", self.kind()));
+        }
+        let mut instance = self.acquire()?;
+        let Exports::Connection(exports) = &instance.exports else {
+            unreachable!("a connection plugin's instances are connection-filter instances");
+        };
+        let store = &mut instance.store;
+        store.set_epoch_deadline(self.call_ticks);
+        let action = contain(|| exports.call_on_connect(&mut *store, &info.to_wit()))?;
+        self.release(instance);
+        Ok(action.into())
     }
 
     fn pool(&self) -> &Mutex<Vec<PluginInstance>> {
@@ -175,10 +275,21 @@ impl LoadedPlugin {
         );
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
-        let filter = contain(|| self.pre.instantiate(&mut store))?;
-        let phases = contain(|| filter.call_init(&mut store, &self.config_json))?
-            .map_err(PluginFailure::Init)?;
-        Ok((PluginInstance { store, filter }, phases))
+        let (exports, phases) = match &self.pre {
+            Pre::Filter(pre) => {
+                let filter = contain(|| pre.instantiate(&mut store))?;
+                let phases = contain(|| filter.call_init(&mut store, &self.config_json))?
+                    .map_err(PluginFailure::Init)?;
+                (Exports::Filter(filter), phases)
+            }
+            Pre::Connection(pre) => {
+                let connection = contain(|| pre.instantiate(&mut store))?;
+                contain(|| connection.call_init(&mut store, &self.config_json))?
+                    .map_err(PluginFailure::Init)?;
+                (Exports::Connection(connection), Phases::empty())
+            }
+        };
+        Ok((PluginInstance { store, exports }, phases))
     }
 }
 

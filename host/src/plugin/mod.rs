@@ -2,6 +2,8 @@
 //!
 //! - [`engine`]: the process-wide engine, linker, compiled-code cache and deadline ticker.
 //! - [`instance`]: a loaded plugin with its per-worker instance pools, and the calls.
+//! - [`connection`]: what connection (layer 4) plugins are asked and answer, and a
+//!   listener's chain of them.
 //! - [`state`]: the store's data and the host functions plugins import.
 //! - [`bindings`]: types generated from `wit/plugin.wit`.
 //!
@@ -9,13 +11,15 @@
 //! about a microsecond, far less than a hop to a blocking pool would.
 
 pub mod bindings;
+pub mod connection;
 pub mod engine;
 pub mod instance;
 pub mod state;
 
 pub use bindings::{DirectResponse, Phases, RequestAction};
+pub use connection::{ConnectionAction, ConnectionInfo, run_connection_chain};
 pub use engine::PluginEngine;
-pub use instance::{LoadedPlugin, PluginInstance};
+pub use instance::{LoadedPlugin, PluginInstance, PluginKind};
 pub use state::{RequestView, ResponseView};
 
 use std::path::PathBuf;
@@ -32,9 +36,10 @@ pub enum PluginError {
     /// The bytes are not a valid component.
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
-    /// The component does not fit the `filter` world or imports what the host does not offer.
-    #[error("the component does not implement maitred's `filter` world: {0}")]
-    Link(String),
+    /// The component does not fit the world (`filter` or `connection-filter`, told by its
+    /// exports) or imports what the host does not offer.
+    #[error("the component does not implement maitred's `{0}` world: {1}")]
+    Link(&'static str, String),
     /// `init` failed or trapped.
     #[error("init failed: {0}")]
     Init(String),
@@ -61,6 +66,9 @@ pub enum PluginFailure {
     /// The plugin asked for something the host cannot do (e.g. an unknown upstream).
     #[error("{0}")]
     Invalid(String),
+    /// The call (named) belongs to the other world: e.g. `on-connect` on an HTTP filter.
+    #[error("{0} cannot be called on {1}")]
+    WrongKind(&'static str, PluginKind),
 }
 
 impl PluginFailure {
@@ -69,10 +77,15 @@ impl PluginFailure {
         if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
             return PluginFailure::Timeout;
         }
-        let text = format!("{e:#}");
-        if text.contains("memory growth failure") || text.contains("memory allocation failed") {
+        // The root cause is the trap itself ("wasm trap: ..."); the outer error is only the
+        // plugin's backtrace. A `StoreLimits` cap says "forcing trap when growing memory".
+        let cause = e.root_cause().to_string();
+        if cause.contains("forcing trap when growing memory")
+            || cause.contains("memory growth failure")
+            || cause.contains("memory allocation failed")
+        {
             return PluginFailure::MemoryLimit;
         }
-        PluginFailure::Trap(text.lines().next().unwrap_or("").to_owned())
+        PluginFailure::Trap(cause.lines().next().unwrap_or("").to_owned())
     }
 }

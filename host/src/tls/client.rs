@@ -18,6 +18,8 @@ pub struct UpstreamTlsFiles {
     pub verify: bool,
     /// Client certificate chain and key presented to the upstream.
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Offer HTTP/2 in ALPN (before HTTP/1.1).
+    pub http2: bool,
 }
 
 /// Builds the rustls client configuration for an upstream.
@@ -47,7 +49,10 @@ pub fn client_config(files: &UpstreamTlsFiles) -> Result<Arc<ClientConfig>, TlsE
                 .map_err(|e| TlsError::new("client_key", e.to_string()))?
         }
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = match files.http2 {
+        true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        false => vec![b"http/1.1".to_vec()],
+    };
     Ok(Arc::new(config))
 }
 

@@ -2,9 +2,9 @@
 //! upstream has `tls = { ... }`), apply the timeouts, and hand the connection back to the
 //! pool when the response body has been read.
 
-use super::pool::{self, PeerKey, PooledConnection};
-use super::{RequestBody, Upstream, UpstreamSettings};
-use crate::config::UpstreamTls;
+use super::pool::{self, Http2Sender, PeerKey, PooledConnection};
+use super::{RequestBody, Upstream};
+use crate::config::{UpstreamProtocol, UpstreamTls};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -46,13 +46,24 @@ pub async fn send(
 ) -> Result<Response<UpstreamBody>, ForwardError> {
     let settings = &upstream.settings;
     let peer = upstream.peer(endpoint);
+    if upstream.protocol != UpstreamProtocol::Http1
+        && let Some(sender) = pool::shared(peer)
+    {
+        return send_http2(sender, upstream, endpoint, req).await;
+    }
     let mut req = req;
     loop {
         let mut conn = match pool::take(peer, settings) {
             Some(conn) => conn,
             // Boxed: connecting is the rare path, and inline it would make every request's
             // future (moved several times per request) larger.
-            None => Box::pin(connect(peer, settings, upstream.tls.as_ref())).await?,
+            None => match Box::pin(connect(peer, upstream)).await? {
+                Connection::Http1(conn) => conn,
+                Connection::Http2(sender) => {
+                    pool::share(peer, sender.clone());
+                    return send_http2(sender, upstream, endpoint, req).await;
+                }
+            },
         };
         if conn.sender.ready().await.is_err() {
             if conn.reused {
@@ -83,51 +94,122 @@ pub async fn send(
     }
 }
 
-/// Opens a new HTTP/1.1 connection (over TLS when `tls` is set) and spawns its driver task on
-/// this worker. The connect timeout covers the TCP connect and the TLS handshake.
-async fn connect(
-    peer: PeerKey,
-    settings: &UpstreamSettings,
-    tls: Option<&UpstreamTls>,
-) -> Result<PooledConnection, ForwardError> {
+/// Sends `req` over a (shared) HTTP/2 connection. The request carries its scheme and
+/// authority in the URI, from which hyper makes the `:scheme` and `:authority`
+/// pseudo-headers, and has no `Host` header.
+async fn send_http2(
+    mut sender: Http2Sender,
+    upstream: &Upstream,
+    endpoint: SocketAddr,
+    req: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, ForwardError> {
+    let (mut parts, body) = req.into_parts();
+    let authority = parts
+        .headers
+        .remove(http::header::HOST)
+        .and_then(|host| http::uri::Authority::try_from(host.as_bytes()).ok())
+        .unwrap_or_else(|| {
+            http::uri::Authority::try_from(endpoint.to_string().as_str())
+                .expect("a socket address is an authority")
+        });
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(match upstream.tls {
+        Some(_) => http::uri::Scheme::HTTPS,
+        None => http::uri::Scheme::HTTP,
+    });
+    uri.authority = Some(authority);
+    parts.uri = http::Uri::from_parts(uri).map_err(|_| {
+        ForwardError::Connect(endpoint, std::io::ErrorKind::InvalidInput.into())
+    })?;
+    parts.version = http::Version::HTTP_2;
+    sender
+        .ready()
+        .await
+        .map_err(|e| ForwardError::Http(endpoint, e))?;
+    let sent = tokio::time::timeout(
+        upstream.settings.response_timeout,
+        sender.send_request(Request::from_parts(parts, body)),
+    )
+    .await;
+    match sent {
+        Err(_) => Err(ForwardError::ResponseTimeout(endpoint)),
+        Ok(Err(e)) => Err(ForwardError::Http(endpoint, e)),
+        Ok(Ok(resp)) => {
+            let (parts, body) = resp.into_parts();
+            Ok(Response::from_parts(parts, UpstreamBody::new(body, None)))
+        }
+    }
+}
+
+/// A new connection to an endpoint, in the HTTP version agreed on.
+enum Connection {
+    /// HTTP/1.1: one request at a time, pooled between requests.
+    Http1(PooledConnection),
+    /// HTTP/2: multiplexed, shared by the worker's requests.
+    Http2(Http2Sender),
+}
+
+/// Opens a new connection to `peer` (over TLS when the upstream has `tls`) and spawns its
+/// driver task on this worker. HTTP/2 is used for `h2c`, and for `h2` when the endpoint
+/// picks it in ALPN. The connect timeout covers the TCP connect and the TLS handshake.
+async fn connect(peer: PeerKey, upstream: &Upstream) -> Result<Connection, ForwardError> {
     let endpoint = peer.endpoint;
-    let deadline = tokio::time::Instant::now() + settings.connect_timeout;
+    let deadline = tokio::time::Instant::now() + upstream.settings.connect_timeout;
     let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(endpoint)).await {
         Err(_) => return Err(ForwardError::ConnectTimeout(endpoint)),
         Ok(Err(e)) => return Err(ForwardError::Connect(endpoint, e)),
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    let sender = match tls {
-        None => handshake(endpoint, stream).await?,
-        Some(tls) => {
-            let server_name = tls
-                .server_name
-                .clone()
-                .unwrap_or_else(|| endpoint.ip().into());
-            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-            let stream =
-                match tokio::time::timeout_at(deadline, connector.connect(server_name, stream))
-                    .await
-                {
-                    Err(_) => return Err(ForwardError::ConnectTimeout(endpoint)),
-                    Ok(Err(e)) => return Err(ForwardError::Tls(endpoint, e)),
-                    Ok(Ok(s)) => s,
-                };
-            handshake(endpoint, stream).await?
-        }
+    let Some(tls) = &upstream.tls else {
+        return handshake(peer, stream, upstream.protocol == UpstreamProtocol::H2c).await;
     };
-    Ok(PooledConnection::new(sender, peer))
+    let stream = match tokio::time::timeout_at(deadline, tls_connect(tls, endpoint, stream)).await {
+        Err(_) => return Err(ForwardError::ConnectTimeout(endpoint)),
+        Ok(Err(e)) => return Err(ForwardError::Tls(endpoint, e)),
+        Ok(Ok(s)) => s,
+    };
+    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    handshake(peer, stream, http2).await
 }
 
-/// Starts HTTP/1.1 on `io` and spawns the task that drives the connection (upgrades allowed).
-async fn handshake<I>(
+/// The TLS handshake with an upstream endpoint, verifying it as the upstream's `tls` says.
+async fn tls_connect(
+    tls: &UpstreamTls,
     endpoint: SocketAddr,
-    io: I,
-) -> Result<hyper::client::conn::http1::SendRequest<RequestBody>, ForwardError>
+    stream: TcpStream,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let server_name = tls
+        .server_name
+        .clone()
+        .unwrap_or_else(|| endpoint.ip().into());
+    tokio_rustls::TlsConnector::from(tls.config.clone())
+        .connect(server_name, stream)
+        .await
+}
+
+/// Starts HTTP/1.1 (upgrades allowed) or HTTP/2 on `io` and spawns the task that drives the
+/// connection.
+async fn handshake<I>(peer: PeerKey, io: I, http2: bool) -> Result<Connection, ForwardError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let endpoint = peer.endpoint;
+    if http2 {
+        let (sender, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(std::time::Duration::from_secs(30))
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| ForwardError::Http(endpoint, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%endpoint, "upstream HTTP/2 connection ended: {e}");
+            }
+        });
+        return Ok(Connection::Http2(sender));
+    }
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -137,7 +219,7 @@ where
             tracing::debug!(%endpoint, "upstream connection ended: {e}");
         }
     });
-    Ok(sender)
+    Ok(Connection::Http1(PooledConnection::new(sender, peer)))
 }
 
 /// A response body streamed from an upstream; when it has been read to the end, its

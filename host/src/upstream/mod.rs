@@ -10,7 +10,7 @@ pub mod client;
 pub mod pool;
 pub mod request_body;
 
-use crate::config::{ProxyProtocolVersion, UpstreamConfig, UpstreamTls};
+use crate::config::{ProxyProtocolVersion, UpstreamConfig, UpstreamProtocol, UpstreamTls};
 use balancer::RoundRobin;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +33,8 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     /// PROXY protocol header sent first on L4 connections.
     pub proxy_protocol: Option<ProxyProtocolVersion>,
+    /// HTTP version spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
 }
 
 /// Timeouts and keep-alive limits of one upstream.
@@ -65,6 +67,7 @@ impl Upstream {
             },
             tls: config.tls.clone(),
             proxy_protocol: config.proxy_protocol,
+            protocol: config.protocol,
         }
     }
 

@@ -50,8 +50,30 @@ impl PooledConnection {
     }
 }
 
+/// hyper's handle to a multiplexed HTTP/2 connection; clones share the connection.
+pub type Http2Sender = hyper::client::conn::http2::SendRequest<RequestBody>;
+
 thread_local! {
     static IDLE: RefCell<FxHashMap<PeerKey, Vec<PooledConnection>>> = RefCell::new(FxHashMap::default());
+    /// One HTTP/2 connection per peer and worker, shared by every request.
+    static SHARED: RefCell<FxHashMap<PeerKey, Http2Sender>> = RefCell::new(FxHashMap::default());
+}
+
+/// This worker's HTTP/2 connection to `peer`, if it has a live one.
+pub fn shared(peer: PeerKey) -> Option<Http2Sender> {
+    SHARED.with_borrow_mut(|shared| {
+        let sender = shared.get(&peer)?;
+        if sender.is_closed() {
+            shared.remove(&peer);
+            return None;
+        }
+        Some(sender.clone())
+    })
+}
+
+/// Makes `sender` this worker's HTTP/2 connection to `peer`.
+pub fn share(peer: PeerKey, sender: Http2Sender) {
+    SHARED.with_borrow_mut(|shared| shared.insert(peer, sender));
 }
 
 /// An idle connection to `peer` from this worker's pool, if a live one is there.
