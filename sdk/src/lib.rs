@@ -4,6 +4,10 @@
 //! `maitred:plugin/filter` world from `wit/plugin.wit`. With this crate you implement the
 //! [`Plugin`] trait and call [`export_plugin!`] once; the crate does the WIT plumbing.
 //!
+//! Connection-level (layer 4) policies for `tcp` and `tls-passthrough` listeners implement
+//! [`connection::ConnectionPolicy`] instead and call [`export_connection_policy!`]: see
+//! [`connection`].
+//!
 //! ```ignore
 //! use maitred_sdk::{export_plugin, Action, Config, DirectResponse, Plugin, Request, Response};
 //!
@@ -74,6 +78,7 @@
 extern crate self as maitred_sdk;
 
 mod config;
+pub mod connection;
 mod http;
 pub mod log;
 pub mod validate;

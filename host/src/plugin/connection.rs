@@ -29,7 +29,7 @@ pub struct ConnectionInfo<'a> {
 
 impl ConnectionInfo<'_> {
     /// The WIT record: IPv4-mapped IPv6 clients as IPv4, SNI lowercase, ALPN as text.
-    pub(super) fn to_wit(&self) -> wit::ConnectionInfo {
+    pub(super) fn to_wit(self) -> wit::ConnectionInfo {
         wit::ConnectionInfo {
             client_ip: self.client.ip().to_canonical().to_string(),
             client_port: self.client.port(),
@@ -141,7 +141,10 @@ mod tests {
             alpn: &alpn,
         };
         let wit = info.to_wit();
-        assert_eq!((wit.client_ip.as_str(), wit.client_port), ("192.0.2.7", 4000));
+        assert_eq!(
+            (wit.client_ip.as_str(), wit.client_port),
+            ("192.0.2.7", 4000)
+        );
         assert_eq!(wit.listener, "edge");
         assert_eq!(wit.server_name.as_deref(), Some("www.example.com"));
         assert_eq!(wit.alpn, ["h2", "x\u{fffd}"]);
@@ -152,14 +155,23 @@ mod tests {
             ..info
         };
         let wit = v6.to_wit();
-        assert_eq!((wit.client_ip.as_str(), wit.server_name), ("2001:db8::1", None));
+        assert_eq!(
+            (wit.client_ip.as_str(), wit.server_name),
+            ("2001:db8::1", None)
+        );
         assert!(wit.alpn.is_empty());
     }
 
     #[test]
     fn actions_convert_one_to_one() {
-        assert_eq!(ConnectionAction::from(wit::ConnectionAction::Allow), ConnectionAction::Allow);
-        assert_eq!(ConnectionAction::from(wit::ConnectionAction::Deny), ConnectionAction::Deny);
+        assert_eq!(
+            ConnectionAction::from(wit::ConnectionAction::Allow),
+            ConnectionAction::Allow
+        );
+        assert_eq!(
+            ConnectionAction::from(wit::ConnectionAction::Deny),
+            ConnectionAction::Deny
+        );
         assert_eq!(
             ConnectionAction::from(wit::ConnectionAction::Route("b".into())),
             ConnectionAction::Route("b".into())

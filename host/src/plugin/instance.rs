@@ -201,7 +201,10 @@ impl LoadedPlugin {
         view: RequestView,
     ) -> (RequestView, Result<RequestAction, PluginFailure>) {
         let Exports::Filter(filter) = &instance.exports else {
-            return (view, Err(PluginFailure::WrongKind("on-request", self.kind())));
+            return (
+                view,
+                Err(PluginFailure::WrongKind("on-request", self.kind())),
+            );
         };
         let store = &mut instance.store;
         store.data_mut().request = Some(view);
@@ -223,7 +226,10 @@ impl LoadedPlugin {
         view: ResponseView,
     ) -> (ResponseView, Result<(), PluginFailure>) {
         let Exports::Filter(filter) = &instance.exports else {
-            return (view, Err(PluginFailure::WrongKind("on-response", self.kind())));
+            return (
+                view,
+                Err(PluginFailure::WrongKind("on-response", self.kind())),
+            );
         };
         let store = &mut instance.store;
         store.data_mut().response = Some(view);
@@ -245,10 +251,7 @@ impl LoadedPlugin {
     /// On `Err` the caller applies the plugin's `on_error`, e.g. with
     /// [`LoadedPlugin::on_error_action`]; [`LoadedPlugin::decide`] does both in one call.
     /// An HTTP filter plugin fails with [`PluginFailure::WrongKind`].
-    pub fn on_connect(
-        &self,
-        info: &ConnectionInfo<'_>,
-    ) -> Result<ConnectionAction, PluginFailure> {
+    pub fn on_connect(&self, info: &ConnectionInfo<'_>) -> Result<ConnectionAction, PluginFailure> {
         if self.kind() != PluginKind::Connection {
             return Err(PluginFailure::WrongKind("on-connect", self.kind()));
         }
