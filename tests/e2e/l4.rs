@@ -471,3 +471,35 @@ async fn proxy_header_parser_round_trips_what_the_tests_send() {
         );
     }
 }
+
+#[tokio::test]
+async fn tcp_many_concurrent_connections_do_not_mix() {
+    let backend = TcpBackend::echo("echo").await;
+    let proxy = tcp_proxy(2, "", &[backend.addr], "");
+    let addr = proxy.addr("db");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32u64 {
+        tasks.spawn(async move {
+            let stream = connect(addr).await;
+            let (mut r, mut w) = stream.into_split();
+            let payload = pattern(256 << 10, 1000 + i);
+            let expected = payload.clone();
+            let writer = tokio::spawn(async move {
+                w.write_all(&payload).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).await.unwrap();
+            writer.await.unwrap();
+            assert!(back == expected, "connection {i}: echoed bytes differ");
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+    })
+    .await
+    .expect("concurrent transfers timed out");
+    assert_eq!(backend.connections(), 32);
+}

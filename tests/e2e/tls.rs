@@ -824,3 +824,216 @@ async fn bridging_pools_are_keyed_by_server_name() {
         "no reuse at all within each identity: {snis:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// More: limits on passthrough, https keep-alive, h2 multiplexing, PROXY protocol on https,
+// stale pooled TLS connections.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn passthrough_closes_clients_that_do_not_speak_tls() {
+    let p = passthrough("", "").await;
+    let mut s = connect(p.proxy.addr("edge")).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let ending = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(ending.is_closed_empty(), "{ending:?}");
+    assert_eq!((p.a.tcp.connections(), p.b.tcp.connections()), (0, 0));
+}
+
+#[tokio::test]
+async fn passthrough_enforces_max_connections() {
+    let p = passthrough("max_connections = 1", "").await;
+    let client = ClientTls::trusting(&p.ca);
+    let mut first = client
+        .connect(p.proxy.addr("edge"), "a.example.com")
+        .await
+        .expect("first connection");
+    assert_eq!(
+        read_line(&mut first).await.unwrap(),
+        "backend-a sni=a.example.com"
+    );
+    let second = client.connect(p.proxy.addr("edge"), "x.b.example.com").await;
+    assert!(second.is_err(), "a second connection over max_connections = 1 was served");
+    assert_eq!(p.b.tcp.connections(), 0);
+    // The first is unaffected.
+    first.write_all(b"still here\n").await.unwrap();
+    first.flush().await.unwrap();
+    assert_eq!(read_line(&mut first).await.unwrap(), "still here");
+}
+
+#[tokio::test]
+async fn passthrough_idle_timeout_closes() {
+    let p = passthrough("idle_timeout = \"500ms\"", "").await;
+    let mut tls = ClientTls::trusting(&p.ca)
+        .connect(p.proxy.addr("edge"), "a.example.com")
+        .await
+        .expect("handshake");
+    assert_eq!(
+        read_line(&mut tls).await.unwrap(),
+        "backend-a sni=a.example.com"
+    );
+    let quiet = Instant::now();
+    let ending = read_until_closed(&mut tls, Duration::from_secs(5)).await;
+    let took = quiet.elapsed();
+    assert!(ending.is_closed(), "{ending:?}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(4),
+        "closed {took:?} after the last bytes, expected about 500ms"
+    );
+}
+
+#[tokio::test]
+async fn https_closes_a_silent_client_after_handshake_timeout() {
+    let t = terminating(|_| "handshake_timeout = \"300ms\"".to_string()).await;
+    let started = Instant::now();
+    let mut s = connect(t.proxy.addr("web-tls")).await;
+    let ending = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    assert!(ending.is_closed_empty(), "{ending:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "closed after {took:?}, expected about 300ms"
+    );
+}
+
+#[tokio::test]
+async fn https_keeps_http11_connections_alive() {
+    let t = terminating(|_| String::new()).await;
+    let tls = ClientTls::trusting(&t.ca)
+        .alpn(&["http/1.1"])
+        .connect(t.proxy.addr("web-tls"), "a.example.com")
+        .await
+        .expect("handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for i in 0..5 {
+        let req = http::Request::get(format!("/keep/{i}"))
+            .header("host", "a.example.com")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+            .await
+            .expect("timed out")
+            .unwrap_or_else(|e| panic!("request {i} on the kept-alive connection: {e}"));
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains(&format!("/keep/{i}")));
+    }
+    assert_eq!(t.backend.requests(), 5);
+}
+
+#[tokio::test]
+async fn https_h2_multiplexes_concurrent_requests() {
+    let t = terminating(|_| String::new()).await;
+    let client = ClientTls::trusting(&t.ca).alpn(&["h2", "http/1.1"]);
+    let (sender, _) = h2_connect(t.proxy.addr("web-tls"), "x.b.example.com", &client)
+        .await
+        .unwrap();
+    let requests = (0..20).map(|i| {
+        let mut sender = sender.clone();
+        async move {
+            let req = http::Request::get(format!("https://x.b.example.com/stream/{i}"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let resp = sender.send_request(req).await.expect("h2 request");
+            assert_eq!(resp.status(), 200, "stream {i}");
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let body = String::from_utf8_lossy(&body).to_lowercase();
+            assert!(body.starts_with(&format!("get /stream/{i} ")), "{body}");
+            assert!(body.contains("host: x.b.example.com\n"), "{body}");
+        }
+    });
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        futures_util::future::join_all(requests),
+    )
+    .await
+    .expect("h2 requests timed out");
+    assert_eq!(t.backend.requests(), 20);
+}
+
+#[tokio::test]
+async fn https_listener_accepts_proxy_protocol() {
+    let t = terminating(|_| "accept_proxy_protocol = true".to_string()).await;
+    let mut tcp = connect(t.proxy.addr("web-tls")).await;
+    let mut header = Vec::new();
+    maitred::listener::proxy_protocol::encode_v2(
+        "203.0.113.9:5555".parse().unwrap(),
+        "198.51.100.1:443".parse().unwrap(),
+        &mut header,
+    );
+    tcp.write_all(&header).await.unwrap();
+    let client = ClientTls::trusting(&t.ca).alpn(&["http/1.1"]);
+    let r = expect_ok(
+        https_get_on(tcp, "a.example.com", &client, "/", &[]).await,
+        "https after a PROXY header",
+    );
+    let seen = r.reply.body.to_lowercase();
+    assert!(
+        seen.contains("x-forwarded-for: 203.0.113.9\n"),
+        "the client address should come from the PROXY header: {seen}"
+    );
+    assert!(seen.contains("x-forwarded-proto: https\n"), "{seen}");
+}
+
+#[tokio::test]
+async fn bridging_survives_upstream_closing_tls_connections() {
+    // A TLS backend that answers as if keeping the connection alive, then closes it at once.
+    let dir = TempDir::new("bridging-close");
+    let ca = Ca::new("internal-ca");
+    let ca_path = ca.write(&dir, "internal-ca.pem");
+    let cert = ca.server_cert(&["backend.internal"]);
+    let backend = TlsServer::start(
+        "closer",
+        server_config(&cert, None, &["http/1.1"]),
+        false,
+        Arc::new(|mut tls: ServerTls| {
+            Box::pin(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = tls.shutdown().await;
+            })
+        }),
+    )
+    .await;
+    let proxy = bridging_proxy(
+        backend.addr(),
+        &format!(
+            "{{ server_name = \"backend.internal\", ca = {} }}",
+            toml_path(&ca_path)
+        ),
+        "",
+    );
+    let client = http1_client();
+    for i in 0..20 {
+        let req = http::Request::get(format!("{}/{i}", proxy.url("web")))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let reply = send(&client, req).await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.body.as_str()),
+            (200, "ok"),
+            "request {i}"
+        );
+    }
+}

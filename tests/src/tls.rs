@@ -367,8 +367,32 @@ pub async fn https_get(
     headers: &[(&str, &str)],
 ) -> Result<HttpsReply, String> {
     let fut = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        https_get_on(tcp, server_name, tls, path, headers).await
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// Like [`https_get`], over an already connected `stream` (e.g. after writing a PROXY
+/// header to it).
+pub async fn https_get_on<S>(
+    stream: S,
+    server_name: &str,
+    tls: &ClientTls,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpsReply, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let fut = async {
         let stream = tls
-            .connect(addr, server_name)
+            .handshake(stream, server_name)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
         let negotiated = Negotiated::of(&stream);
@@ -716,4 +740,32 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Trickle<S> {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// An HTTP/2 connection over TLS to `addr` (the client must offer `h2` in ALPN and the
+/// server agree), for several requests on one connection.
+pub async fn h2_connect(
+    addr: SocketAddr,
+    server_name: &str,
+    tls: &ClientTls,
+) -> Result<
+    (
+        hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+        Negotiated,
+    ),
+    String,
+> {
+    let stream = tls
+        .connect(addr, server_name)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let negotiated = Negotiated::of(&stream);
+    if negotiated.alpn.as_deref() != Some(b"h2") {
+        return Err(format!("ALPN agreed {:?}, not h2", negotiated.alpn_str()));
+    }
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("h2 handshake: {e}"))?;
+    tokio::spawn(conn);
+    Ok((sender, negotiated))
 }
