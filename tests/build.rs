@@ -8,16 +8,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: [&str; 9] = [
+const PLUGINS: [&str; 11] = [
     "headers",
     "canary",
     "respond",
+    "sni-policy",
     "hello-plugin",
     "trap",
     "spin",
     "hog",
     "probe",
     "forbidden",
+    "connect-probe",
 ];
 
 fn main() {

@@ -2,6 +2,7 @@
 //! WASM plugins built from `plugins/` and `tests/plugins/`.
 
 mod check;
+mod connection_plugins;
 mod l4;
 mod plugins;
 mod proxying;
