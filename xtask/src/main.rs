@@ -31,7 +31,7 @@ enum Task {
 }
 
 /// Every plugin crate built for wasm32-wasip2.
-const PLUGINS: [&str; 4] = ["headers", "canary", "respond", "hello-plugin"];
+const PLUGINS: [&str; 5] = ["headers", "canary", "respond", "sni-policy", "hello-plugin"];
 
 fn main() -> Result<()> {
     match Cli::parse().command {
@@ -41,7 +41,8 @@ fn main() -> Result<()> {
         }
         Task::Test => {
             ensure_wasm_target()?;
-            // The default members: host, sdk, tests (whose build script builds the plugins), xtask.
+            // The default members: host, sdk, tests (whose build script builds the plugins), xtask,
+            // and sni-policy (native unit tests of its rules).
             cargo(&["test"])
         }
         Task::Plugins => build_plugins(),
