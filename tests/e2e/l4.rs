@@ -178,7 +178,9 @@ async fn tcp_half_close_backend_to_client() {
     assert_eq!(ending, Ending::Eof(b"early bytes\n".to_vec()));
     // ...and the client's direction stays open.
     let payload = pattern(256 << 10, 11);
-    s.write_all(&payload).await.expect("client direction closed");
+    s.write_all(&payload)
+        .await
+        .expect("client direction closed");
     s.shutdown().await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -258,7 +260,10 @@ async fn sends_proxy_protocol(version: &str) {
             "the backend should see the real client address"
         );
         // The stream after the header is the client's, unchanged.
-        assert_eq!(round_trip(&mut s, b"after the header").await, b"after the header");
+        assert_eq!(
+            round_trip(&mut s, b"after the header").await,
+            b"after the header"
+        );
         let seen = &backend.proxy_headers()[i];
         assert!(seen.header.is_ok(), "{seen:?}");
         match version {
@@ -338,7 +343,11 @@ async fn tcp_listener_expecting_proxy_protocol_closes_connections_without_it() {
     let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let ending = read_until_closed(&mut s, Duration::from_secs(5)).await;
     assert!(ending.is_closed_empty(), "{ending:?}");
-    assert_eq!(backend.connections(), 0, "nothing should reach the upstream");
+    assert_eq!(
+        backend.connections(),
+        0,
+        "nothing should reach the upstream"
+    );
 }
 
 #[tokio::test]
@@ -355,11 +364,14 @@ async fn http_listener_accepts_proxy_protocol() {
         "198.51.100.1:80".parse().unwrap(),
         &mut req,
     );
-    req.extend_from_slice(b"GET /pp HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n");
+    req.extend_from_slice(
+        b"GET /pp HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n",
+    );
     let resp = raw(proxy.addr("web"), &req).await;
     assert_eq!(raw_status(&resp), 200, "{resp}");
     assert!(
-        resp.to_lowercase().contains("x-forwarded-for: 203.0.113.7\n"),
+        resp.to_lowercase()
+            .contains("x-forwarded-for: 203.0.113.7\n"),
         "the client address should come from the PROXY header: {resp}"
     );
 }
@@ -384,7 +396,11 @@ async fn tcp_max_connections_is_enforced_per_listener() {
             i + 3
         );
     }
-    assert_eq!(backend.connections(), 2, "no upstream connection over the cap");
+    assert_eq!(
+        backend.connections(),
+        2,
+        "no upstream connection over the cap"
+    );
     // The ones within the limit still work.
     assert_eq!(round_trip(&mut c1, b"still").await, b"still");
     assert_eq!(round_trip(&mut c2, b"here").await, b"here");

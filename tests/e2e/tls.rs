@@ -156,7 +156,9 @@ async fn passthrough_closes_a_silent_client_after_preread_timeout() {
     );
     // A partial ClientHello that never completes is closed too.
     let mut s = connect(p.proxy.addr("edge")).await;
-    s.write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01]).await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01])
+        .await
+        .unwrap();
     let ending = read_until_closed(&mut s, Duration::from_secs(5)).await;
     assert!(ending.is_closed_empty(), "{ending:?}");
     assert_eq!((p.a.tcp.connections(), p.b.tcp.connections()), (0, 0));
@@ -344,8 +346,14 @@ async fn https_picks_the_certificate_by_sni() {
     ] {
         let client = ClientTls::trusting(&t.ca).alpn(&["http/1.1"]);
         let r = expect_ok(https_get(addr, name, &client, "/where", &[]).await, name);
-        assert!(r.tls.peer_cert.as_ref() == Some(&leaf.der), "{name}: wrong certificate");
-        assert!(Leaf::der_names(r.tls.peer_cert.as_ref().unwrap(), &leaf.names[0]));
+        assert!(
+            r.tls.peer_cert.as_ref() == Some(&leaf.der),
+            "{name}: wrong certificate"
+        );
+        assert!(Leaf::der_names(
+            r.tls.peer_cert.as_ref().unwrap(),
+            &leaf.names[0]
+        ));
         let seen = r.reply.body.to_lowercase();
         assert!(seen.starts_with("get /where http/1.1"), "{seen}");
         assert!(seen.contains(&format!("host: {name}\n")), "{seen}");
@@ -367,7 +375,14 @@ async fn https_negotiates_h2_by_alpn() {
     let t = terminating(|_| String::new()).await;
     let client = ClientTls::trusting(&t.ca).alpn(&["h2", "http/1.1"]);
     let r = expect_ok(
-        https_get(t.proxy.addr("web-tls"), "a.example.com", &client, "/h2", &[]).await,
+        https_get(
+            t.proxy.addr("web-tls"),
+            "a.example.com",
+            &client,
+            "/h2",
+            &[],
+        )
+        .await,
         "h2",
     );
     assert_eq!(r.tls.alpn_str(), "h2");
@@ -504,7 +519,10 @@ async fn https_mtls_rejects_missing_or_foreign_client_certificates() {
     let stranger = Ca::new("other-ca").client_cert("mallory");
     for (what, client) in [
         ("no certificate", ClientTls::trusting(&t.ca)),
-        ("no certificate, TLS 1.2", ClientTls::trusting(&t.ca).tls12_only()),
+        (
+            "no certificate, TLS 1.2",
+            ClientTls::trusting(&t.ca).tls12_only(),
+        ),
         (
             "certificate from another CA",
             ClientTls::trusting(&t.ca).identity(&stranger),
@@ -544,7 +562,9 @@ fn https_config_error(dir: &TempDir, certs: &[(String, String)], extra: &str) ->
                 .map_err(|e| e.to_string())
         });
     assert!(direct.is_err(), "from_toml + Snapshot::build accepted it");
-    let e = maitred::check(&path).expect_err("check accepted it").to_string();
+    let e = maitred::check(&path)
+        .expect_err("check accepted it")
+        .to_string();
     assert!(
         e.starts_with(&path.display().to_string()),
         "error does not name the config file: {e}"
@@ -574,7 +594,10 @@ async fn https_config_rejects_mismatched_and_missing_files() {
 
     let e = https_config_error(
         &dir,
-        &[good.clone(), (toml_path(&dir.path.join("missing.pem")), toml_path(&b_key))],
+        &[
+            good.clone(),
+            (toml_path(&dir.path.join("missing.pem")), toml_path(&b_key)),
+        ],
         "",
     );
     assert!(e.contains("listener[0].certificates[1].cert"), "{e}");
@@ -582,13 +605,19 @@ async fn https_config_rejects_mismatched_and_missing_files() {
 
     let e = https_config_error(
         &dir,
-        &[good.clone(), (toml_path(&b_pem), toml_path(&dir.path.join("missing.key")))],
+        &[
+            good.clone(),
+            (toml_path(&b_pem), toml_path(&dir.path.join("missing.key"))),
+        ],
         "",
     );
     assert!(e.contains("listener[0].certificates[1].key"), "{e}");
     assert!(e.contains("missing.key"), "{e}");
 
-    let junk = dir.write("junk.pem", "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n");
+    let junk = dir.write(
+        "junk.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    );
     let e = https_config_error(&dir, &[(toml_path(&junk), toml_path(&a_key))], "");
     assert!(e.contains("listener[0].certificates[0].cert"), "{e}");
     assert!(e.contains("junk.pem"), "{e}");
@@ -646,7 +675,11 @@ async fn bridging_with_the_right_ca_is_200() {
         ),
         "",
     );
-    let reply = get(&format!("{}/bridged", proxy.url("web")), &[("host", "shop.example.com")]).await;
+    let reply = get(
+        &format!("{}/bridged", proxy.url("web")),
+        &[("host", "shop.example.com")],
+    )
+    .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.header("x-backend"), "secure");
     assert_eq!(reply.header("x-sni"), "backend.internal");
@@ -664,11 +697,17 @@ async fn bridging_with_a_wrong_ca_or_name_is_502() {
     for (what, tls) in [
         (
             "wrong CA",
-            format!("{{ server_name = \"backend.internal\", ca = {} }}", toml_path(&other_path)),
+            format!(
+                "{{ server_name = \"backend.internal\", ca = {} }}",
+                toml_path(&other_path)
+            ),
         ),
         (
             "wrong server name",
-            format!("{{ server_name = \"nope.internal\", ca = {} }}", toml_path(&good_path)),
+            format!(
+                "{{ server_name = \"nope.internal\", ca = {} }}",
+                toml_path(&good_path)
+            ),
         ),
         (
             "system roots only",
@@ -711,7 +750,11 @@ async fn bridging_presents_a_client_certificate_when_configured() {
         "",
     );
     let reply = get(&format!("{}/", with.url("web")), &[]).await;
-    assert_eq!(reply.status, 200, "with a client certificate: {}", reply.body);
+    assert_eq!(
+        reply.status, 200,
+        "with a client certificate: {}",
+        reply.body
+    );
     assert!(backend.server.accepted().iter().all(|a| a.client_cert));
     let served = backend.requests();
     let without = bridging_proxy(
@@ -720,7 +763,11 @@ async fn bridging_presents_a_client_certificate_when_configured() {
         "",
     );
     let reply = get(&format!("{}/", without.url("web")), &[]).await;
-    assert_eq!(reply.status, 502, "without a client certificate: {}", reply.body);
+    assert_eq!(
+        reply.status, 502,
+        "without a client certificate: {}",
+        reply.body
+    );
     assert_eq!(backend.requests(), served);
 }
 
@@ -854,8 +901,13 @@ async fn passthrough_enforces_max_connections() {
         read_line(&mut first).await.unwrap(),
         "backend-a sni=a.example.com"
     );
-    let second = client.connect(p.proxy.addr("edge"), "x.b.example.com").await;
-    assert!(second.is_err(), "a second connection over max_connections = 1 was served");
+    let second = client
+        .connect(p.proxy.addr("edge"), "x.b.example.com")
+        .await;
+    assert!(
+        second.is_err(),
+        "a second connection over max_connections = 1 was served"
+    );
     assert_eq!(p.b.tcp.connections(), 0);
     // The first is unaffected.
     first.write_all(b"still here\n").await.unwrap();

@@ -127,8 +127,12 @@ impl TcpBackend {
 
     /// An echo backend: every byte comes back; the client's FIN is passed on as a FIN.
     pub async fn echo(name: &str) -> TcpBackend {
-        Self::start_with(name, false, Arc::new(|c: Conn| Box::pin(echo(c.stream, None))))
-            .await
+        Self::start_with(
+            name,
+            false,
+            Arc::new(|c: Conn| Box::pin(echo(c.stream, None))),
+        )
+        .await
     }
 
     /// An echo backend that first writes `NAME\n`.
@@ -211,7 +215,7 @@ async fn read_proxy_header(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<
             Err(e) => {
                 return Err(format!(
                     "{e} (first bytes: {:?})",
-                    String::from_utf8_lossy(&buf)
+                    String::from_utf8_lossy(buf)
                 ));
             }
         }

@@ -248,8 +248,7 @@ impl ClientTls {
     {
         let connector = tokio_rustls::TlsConnector::from(self.config());
         let name = server_name_of(server_name);
-        match tokio::time::timeout(Duration::from_secs(10), connector.connect(name, stream)).await
-        {
+        match tokio::time::timeout(Duration::from_secs(10), connector.connect(name, stream)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -518,11 +517,9 @@ impl TlsServer {
                 let (acceptor, acc, fail, handler) =
                     (acceptor.clone(), acc.clone(), fail.clone(), handler.clone());
                 Box::pin(async move {
-                    let hs = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        acceptor.accept(conn.stream),
-                    )
-                    .await;
+                    let hs =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(conn.stream))
+                            .await;
                     let Ok(Ok(tls)) = hs else {
                         fail.fetch_add(1, Ordering::SeqCst);
                         return;
@@ -668,7 +665,6 @@ impl TlsHttpBackend {
     }
 }
 
-
 /// A stream whose first `remaining` written bytes go out one per write, `pause` apart (with
 /// `TCP_NODELAY`, one byte per segment): a ClientHello that arrives in pieces.
 pub struct Trickle<S> {
@@ -763,9 +759,10 @@ pub async fn h2_connect(
     if negotiated.alpn.as_deref() != Some(b"h2") {
         return Err(format!("ALPN agreed {:?}, not h2", negotiated.alpn_str()));
     }
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("h2 handshake: {e}"))?;
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("h2 handshake: {e}"))?;
     tokio::spawn(conn);
     Ok((sender, negotiated))
 }

@@ -35,6 +35,7 @@ pub type Handshakes = Arc<Mutex<Vec<Handshake>>>;
 
 /// Serves one WebSocket connection on `stream`: records the handshake in `seen`, then echoes
 /// text and binary messages until the client closes.
+#[allow(clippy::result_large_err)] // tungstenite's callback signature
 pub async fn serve_echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S, seen: Handshakes) {
     let callback = move |req: &Request, resp: Response| {
         seen.lock().unwrap().push(Handshake {
@@ -47,14 +48,11 @@ pub async fn serve_echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S, seen: Hand
         return;
     };
     while let Some(Ok(msg)) = ws.next().await {
-        match msg {
-            Message::Text(_) | Message::Binary(_) => {
-                if ws.send(msg).await.is_err() {
-                    return;
-                }
-            }
-            Message::Close(_) => break,
-            _ => {}
+        if msg.is_close() {
+            break;
+        }
+        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+            return;
         }
     }
     let _ = ws.close(None).await;
