@@ -74,7 +74,7 @@ fn demo() -> Result<()> {
     let backends: Vec<_> = config
         .upstreams
         .iter()
-        .flat_map(|u| u.endpoints.iter().copied())
+        .flat_map(|u| u.endpoints.iter().map(|e| e.address))
         .collect();
     maitred::demo::start_backends(&backends).context("starting the demo backends")?;
     let listen = config

@@ -148,13 +148,98 @@ pub struct RouteConfig {
     pub plugins: Vec<String>,
 }
 
-/// How an upstream spreads requests over its endpoints.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BalancerKind {
-    /// Each endpoint in turn.
-    #[default]
+/// How an upstream spreads requests (L7) and connections (L4) over its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BalancerConfig {
+    /// Each available endpoint in turn.
     RoundRobin,
+    /// Smooth weighted round-robin (nginx's): endpoints in proportion to their weights.
+    Weighted,
+    /// Fewest in-flight requests (or connections) relative to weight.
+    LeastConn,
+    /// Consistent hash of the client's IP address.
+    IpHash,
+    /// Consistent hash of a key taken from each request.
+    Hash(HashKey),
+    /// Power of two random choices, scored by in-flight count and latency EWMA.
+    P2c,
+    /// A WASM plugin implementing the `balancer` world.
+    Plugin(String),
+}
+
+/// Where the `hash` balancer takes its key from (`hash_key = "..."`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `header:NAME`: a request header's value.
+    Header(http::HeaderName),
+    /// `cookie:NAME`: a cookie's value.
+    Cookie(String),
+    /// `path`: the request path.
+    Path,
+    /// `client_ip`: the client's address.
+    ClientIp,
+}
+
+/// One endpoint of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Relative share of traffic for weight-aware balancers (default 1).
+    pub weight: u32,
+    /// Draining: no new requests or connections; in-flight ones finish.
+    pub drain: bool,
+}
+
+/// Cookie-based session affinity (`sticky = { cookie = "...", ttl = "1h" }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// The cookie's name.
+    pub cookie: String,
+    /// The cookie's lifetime (`Max-Age`).
+    pub ttl: Duration,
+}
+
+/// Passive health (nginx's `max_fails`/`fail_timeout`): `max_fails` failed requests within
+/// `fail_timeout` take an endpoint out for `fail_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Failures that mark an endpoint down; 0 turns passive health off.
+    pub max_fails: u32,
+    /// The window failures are counted in, and how long the endpoint then stays out.
+    pub fail_timeout: Duration,
+}
+
+/// What an active health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// A TCP connect succeeds.
+    Tcp,
+    /// `GET path` (with `Host: host`) answers with a status in the expected range.
+    Http {
+        /// The path requested.
+        path: String,
+        /// The `Host` header sent (default: the endpoint's address).
+        host: Option<String>,
+    },
+}
+
+/// Active health checks (`health = { type = "http", path = "/health", ... }`), run in the
+/// background.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveHealth {
+    /// TCP connect or HTTP GET.
+    pub kind: HealthCheckKind,
+    /// Statuses that count as healthy (HTTP checks), e.g. `200-399`.
+    pub expect: std::ops::RangeInclusive<u16>,
+    /// Time between checks of one endpoint.
+    pub interval: Duration,
+    /// Time one check may take.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down endpoint back.
+    pub rise: u32,
+    /// Consecutive failures that take an endpoint out.
+    pub fall: u32,
 }
 
 /// `[upstream.NAME]`: a group of interchangeable backend endpoints.
@@ -162,10 +247,28 @@ pub enum BalancerKind {
 pub struct UpstreamConfig {
     /// The upstream's name.
     pub name: String,
-    /// Endpoint addresses (names are resolved when the config is loaded).
-    pub endpoints: Vec<SocketAddr>,
+    /// Endpoints (names are resolved when the config is loaded).
+    pub endpoints: Vec<EndpointConfig>,
     /// Balancing algorithm.
-    pub balancer: BalancerKind,
+    pub balancer: BalancerConfig,
+    /// Cookie-based session affinity, if configured.
+    pub sticky: Option<StickyConfig>,
+    /// Extra attempts on another endpoint for idempotent requests that failed before any
+    /// response byte (connect failure, reset).
+    pub retries: u32,
+    /// Retries in flight allowed as a share of requests in flight (at least 3 are always
+    /// allowed), so retries cannot multiply load during an outage.
+    pub retry_budget: f64,
+    /// Most requests in flight per endpoint; `None`: no limit.
+    pub max_conns: Option<u32>,
+    /// How long a request waits for a free endpoint when all are at `max_conns` (0: 503 at once).
+    pub queue_timeout: Duration,
+    /// Time over which a recovered or new endpoint's weight ramps up to its full value.
+    pub slow_start: Option<Duration>,
+    /// Passive health.
+    pub passive: PassiveHealth,
+    /// Active health checks, if configured.
+    pub health: Option<ActiveHealth>,
     /// Time allowed to establish a TCP connection (exceeded: 502).
     pub connect_timeout: Duration,
     /// Time allowed for the response head after the request is sent (exceeded: 504).
@@ -285,19 +388,19 @@ impl Validator<'_> {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
 
-        let upstreams = raw
-            .upstreams
-            .iter()
-            .map(|(name, up)| self.upstream(base, name, up))
-            .collect::<Result<Vec<_>, _>>()?;
         let plugins = raw
             .plugins
             .iter()
             .map(|(name, p)| self.plugin(base, name, p))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let upstream_names: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
         let plugin_names: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+        let upstreams = raw
+            .upstreams
+            .iter()
+            .map(|(name, up)| self.upstream(base, name, up, &plugin_names))
+            .collect::<Result<Vec<_>, _>>()?;
+        let upstream_names: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
         let names = Names {
             upstreams: &upstream_names,
             plugins: &plugin_names,
@@ -413,6 +516,108 @@ impl Validator<'_> {
             routes,
             upstreams,
             plugins,
+        })
+    }
+
+    fn balancer(
+        &self,
+        key: &str,
+        up: &raw::RawUpstream,
+        plugin_names: &HashSet<&str>,
+    ) -> Result<BalancerConfig, ConfigError> {
+        let hash_key = match &up.hash_key {
+            Some(k) => Some(self.hash_key(k, &format!("{key}.hash_key"))?),
+            None => None,
+        };
+        let Some(name) = &up.balancer else {
+            return match &up.hash_key {
+                Some(k) => self.err(k.span(), format!("{key}.hash_key"), "only used with balancer = \"hash\""),
+                None => Ok(BalancerConfig::RoundRobin),
+            };
+        };
+        let field = format!("{key}.balancer");
+        let balancer = match name.get_ref().as_str() {
+            "round_robin" => BalancerConfig::RoundRobin,
+            "weighted" => BalancerConfig::Weighted,
+            "least_conn" => BalancerConfig::LeastConn,
+            "ip_hash" => BalancerConfig::IpHash,
+            "p2c" => BalancerConfig::P2c,
+            "hash" => match hash_key {
+                Some(k) => return Ok(BalancerConfig::Hash(k)),
+                None => return self.err(name.span(), field, "balancer = \"hash\" needs hash_key = \"header:NAME\" | \"cookie:NAME\" | \"path\" | \"client_ip\""),
+            },
+            other => match other.strip_prefix("plugin:") {
+                Some(plugin) => {
+                    let spanned = Spanned::new(name.span(), plugin.to_owned());
+                    BalancerConfig::Plugin(self.reference(&spanned, &field, plugin_names, "plugin")?)
+                }
+                None => return self.err(name.span(), field, format!("unknown balancer {other:?}; expected round_robin, weighted, least_conn, ip_hash, hash, p2c or \"plugin:NAME\"")),
+            },
+        };
+        if let Some(k) = &up.hash_key {
+            return self.err(k.span(), format!("{key}.hash_key"), "only used with balancer = \"hash\"");
+        }
+        Ok(balancer)
+    }
+
+    fn hash_key(&self, text: &Spanned<String>, key: &str) -> Result<HashKey, ConfigError> {
+        let s = text.get_ref();
+        let parsed = match s.split_once(':') {
+            Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes()).ok().map(HashKey::Header),
+            Some(("cookie", name)) if !name.is_empty() => Some(HashKey::Cookie(name.to_owned())),
+            None if s == "path" => Some(HashKey::Path),
+            None if s == "client_ip" => Some(HashKey::ClientIp),
+            _ => None,
+        };
+        match parsed {
+            Some(k) => Ok(k),
+            None => self.err(text.span(), key, format!("invalid hash key {s:?}; expected \"header:NAME\", \"cookie:NAME\", \"path\" or \"client_ip\"")),
+        }
+    }
+
+    fn active_health(&self, key: &str, health: &Spanned<raw::RawHealth>) -> Result<ActiveHealth, ConfigError> {
+        let h = health.get_ref();
+        let key = format!("{key}.health");
+        let kind = match h.kind.as_ref().map(|k| k.get_ref().as_str()) {
+            Some("tcp") => HealthCheckKind::Tcp,
+            Some("http") | None => {
+                let path = h.path.as_ref().map_or("/", |p| p.get_ref().as_str());
+                if !path.starts_with('/') {
+                    let span = h.path.as_ref().map_or(health.span(), Spanned::span);
+                    return self.err(span, format!("{key}.path"), "must start with '/'");
+                }
+                HealthCheckKind::Http {
+                    path: path.to_owned(),
+                    host: h.host.clone(),
+                }
+            }
+            Some(other) => {
+                let span = h.kind.as_ref().map_or(health.span(), Spanned::span);
+                return self.err(span, format!("{key}.type"), format!("unknown check type {other:?}; expected \"http\" or \"tcp\""));
+            }
+        };
+        let expect = match &h.expect {
+            None => 200..=399,
+            Some(text) => {
+                let s = text.get_ref();
+                let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+                match (lo.trim().parse::<u16>(), hi.trim().parse::<u16>()) {
+                    (Ok(lo), Ok(hi)) if (100..=999).contains(&lo) && lo <= hi && hi <= 999 => lo..=hi,
+                    _ => return self.err(text.span(), format!("{key}.expect"), format!("invalid status range {s:?}; write \"200-399\" or \"200\"")),
+                }
+            }
+        };
+        let positive = |v: Option<u32>, field: &str, default: u32| match v {
+            Some(0) => self.err(health.span(), format!("{key}.{field}"), "must be at least 1"),
+            v => Ok(v.unwrap_or(default)),
+        };
+        Ok(ActiveHealth {
+            kind,
+            expect,
+            interval: h.interval.map_or(Duration::from_secs(5), |d| d.0).max(Duration::from_millis(10)),
+            timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
+            rise: positive(h.rise, "rise", 2)?,
+            fall: positive(h.fall, "fall", 2)?,
         })
     }
 
@@ -621,6 +826,7 @@ impl Validator<'_> {
         base: &Path,
         name: &str,
         up: &raw::RawUpstream,
+        plugin_names: &HashSet<&str>,
     ) -> Result<UpstreamConfig, ConfigError> {
         let key = format!("upstream.{name}");
         let protocol = up.protocol.as_ref().map_or(UpstreamProtocol::Http1, |p| *p.get_ref());
@@ -640,22 +846,62 @@ impl Validator<'_> {
                 "needs at least one endpoint",
             );
         }
-        let mut endpoints = Vec::new();
+        let mut endpoints: Vec<EndpointConfig> = Vec::new();
         for (i, e) in up.endpoints.get_ref().iter().enumerate() {
-            let addr = self.address(e, &format!("{key}.endpoints[{i}]"))?;
-            if endpoints.contains(&addr) {
-                return self.err(
-                    e.span(),
-                    format!("{key}.endpoints[{i}]"),
-                    format!("duplicate endpoint {addr}"),
-                );
+            let field = format!("{key}.endpoints[{i}]");
+            let (address, weight, drain) = match e.get_ref() {
+                raw::RawEndpoint::Address(a) => (a, 1, false),
+                raw::RawEndpoint::Table(t) => (&t.address, t.weight.unwrap_or(1), t.drain.unwrap_or(false)),
+            };
+            let address = self.address(&Spanned::new(e.span(), address.clone()), &field)?;
+            if weight == 0 || weight > 10_000 {
+                return self.err(e.span(), format!("{field}.weight"), "must be between 1 and 10000");
             }
-            endpoints.push(addr);
+            if endpoints.iter().any(|other| other.address == address) {
+                return self.err(e.span(), field, format!("duplicate endpoint {address}"));
+            }
+            endpoints.push(EndpointConfig {
+                address,
+                weight,
+                drain,
+            });
         }
+        let balancer = self.balancer(&key, up, plugin_names)?;
+        let health = match &up.health {
+            Some(h) => Some(self.active_health(&key, h)?),
+            None => None,
+        };
+        if let Some(budget) = &up.retry_budget
+            && !(0.0..=1.0).contains(budget.get_ref())
+        {
+            return self.err(budget.span(), format!("{key}.retry_budget"), "must be between 0.0 and 1.0");
+        }
+        if let Some(max) = &up.max_conns
+            && *max.get_ref() == 0
+        {
+            return self.err(max.span(), format!("{key}.max_conns"), "must be at least 1");
+        }
+        let passive = up.passive.as_ref();
         Ok(UpstreamConfig {
             name: name.to_owned(),
             endpoints,
-            balancer: up.balancer.unwrap_or_default(),
+            balancer,
+            sticky: up.sticky.as_ref().map(|s| StickyConfig {
+                cookie: s.cookie.clone(),
+                ttl: s.ttl.map_or(Duration::from_secs(3600), |d| d.0),
+            }),
+            retries: up.retries.unwrap_or(1),
+            retry_budget: up.retry_budget.as_ref().map_or(0.2, |b| *b.get_ref()),
+            max_conns: up.max_conns.as_ref().map(|m| *m.get_ref()),
+            queue_timeout: up.queue_timeout.map_or(Duration::ZERO, |d| d.0),
+            slow_start: up.slow_start.map(|d| d.0).filter(|d| !d.is_zero()),
+            passive: PassiveHealth {
+                max_fails: passive.and_then(|p| p.max_fails).unwrap_or(1),
+                fail_timeout: passive
+                    .and_then(|p| p.fail_timeout)
+                    .map_or(Duration::from_secs(10), |d| d.0),
+            },
+            health,
             connect_timeout: up.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
             response_timeout: up.response_timeout.map_or(Duration::from_secs(60), |d| d.0),
             idle_timeout: up.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),

@@ -3,8 +3,7 @@
 
 use super::units::{DurationStr, SizeStr};
 use super::{
-    BalancerKind, ConfigError, Isolation, ListenerProtocol, OnError, ProxyProtocolVersion,
-    UpstreamProtocol,
+    ConfigError, Isolation, ListenerProtocol, OnError, ProxyProtocolVersion, UpstreamProtocol,
 };
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -76,8 +75,17 @@ pub(super) struct RawRoute {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
-    pub endpoints: Spanned<Vec<Spanned<String>>>,
-    pub balancer: Option<BalancerKind>,
+    pub endpoints: Spanned<Vec<Spanned<RawEndpoint>>>,
+    pub balancer: Option<Spanned<String>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub sticky: Option<RawSticky>,
+    pub retries: Option<u32>,
+    pub retry_budget: Option<Spanned<f64>>,
+    pub max_conns: Option<Spanned<u32>>,
+    pub queue_timeout: Option<DurationStr>,
+    pub slow_start: Option<DurationStr>,
+    pub passive: Option<RawPassive>,
+    pub health: Option<Spanned<RawHealth>>,
     pub connect_timeout: Option<DurationStr>,
     pub response_timeout: Option<DurationStr>,
     pub idle_timeout: Option<DurationStr>,
@@ -85,6 +93,53 @@ pub(super) struct RawUpstream {
     pub tls: Option<Spanned<RawUpstreamTls>>,
     pub proxy_protocol: Option<ProxyProtocolVersion>,
     pub protocol: Option<Spanned<UpstreamProtocol>>,
+}
+
+/// An endpoint: `"IP:PORT"` or `{ address = "IP:PORT", weight = 3, drain = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an address \"IP:PORT\" or a table { address = \"IP:PORT\", weight = N, drain = BOOL }"
+)]
+pub(super) enum RawEndpoint {
+    Address(String),
+    Table(RawEndpointTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpointTable {
+    pub address: String,
+    pub weight: Option<u32>,
+    pub drain: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSticky {
+    pub cookie: String,
+    pub ttl: Option<DurationStr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPassive {
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<DurationStr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub expect: Option<Spanned<String>>,
+    pub interval: Option<DurationStr>,
+    pub timeout: Option<DurationStr>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,8 @@ use crate::config::{ListenerConfig, ListenerProtocol, ProxyProtocolVersion};
 use crate::plugin::{ConnectionAction, ConnectionInfo, run_connection_chain};
 use crate::runtime::server::Shared;
 use crate::upstream::Upstream;
+use crate::upstream::balancer::Target;
+use crate::upstream::endpoint::InFlight;
 use bytes::BytesMut;
 use std::io;
 use std::net::SocketAddr;
@@ -71,6 +73,8 @@ enum StreamError {
     Denied,
     #[error("connect to {0} failed: {1}")]
     Connect(SocketAddr, io::Error),
+    #[error("{0}")]
+    Unavailable(crate::upstream::Unavailable),
     #[error("forwarding failed: {0}")]
     Pipe(io::Error),
 }
@@ -98,7 +102,7 @@ pub async fn serve_stream(listener: StreamListener, socket: TcpListener) {
             let _slot = slot;
             match serve_connection(&listener, stream, client).await {
                 Ok(()) => {}
-                Err(e @ StreamError::Connect(..)) => {
+                Err(e @ (StreamError::Connect(..) | StreamError::Unavailable(_))) => {
                     tracing::warn!(listener = %listener.name, %client, "{e}");
                 }
                 Err(e) => tracing::debug!(listener = %listener.name, %client, "{e}"),
@@ -153,6 +157,12 @@ async fn serve_connection(
         None
     };
     let server_name = hello.as_ref().and_then(|h| h.server_name.as_deref());
+    let info = ConnectionInfo {
+        client,
+        listener: &listener.name,
+        server_name,
+        alpn: hello.as_ref().map_or(&[], |h| h.alpn.as_slice()),
+    };
 
     // 4. route
     let snapshot = listener.shared.snapshot.load_full();
@@ -166,12 +176,6 @@ async fn serve_connection(
     .cloned()
     .flatten();
     if !routes.plugins.is_empty() {
-        let info = ConnectionInfo {
-            client,
-            listener: &listener.name,
-            server_name,
-            alpn: hello.as_ref().map_or(&[], |h| h.alpn.as_slice()),
-        };
         let has_upstream = |name: &str| snapshot.upstreams.contains_key(name);
         match run_connection_chain(&routes.plugins, &info, has_upstream) {
             ConnectionAction::Allow => {}
@@ -182,22 +186,12 @@ async fn serve_connection(
     let upstream = upstream.ok_or_else(|| StreamError::NoRoute(server_name.map(str::to_owned)))?;
     drop(snapshot);
 
-    // 5. connect
-    let endpoint = upstream.pick();
-    let mut upstream_stream =
-        match tokio::time::timeout(upstream.settings.connect_timeout, TcpStream::connect(endpoint))
-            .await
-        {
-            Err(_) => return Err(StreamError::Connect(endpoint, io::ErrorKind::TimedOut.into())),
-            Ok(Err(e)) => return Err(StreamError::Connect(endpoint, e)),
-            Ok(Ok(s)) => s,
-        };
+    // 5. connect (another endpoint after a failure, up to the upstream's retries)
+    let (mut upstream_stream, _in_flight) = connect(&upstream, &info).await?;
     let _ = upstream_stream.set_nodelay(true);
     let mut first = Vec::new();
     if let Some(version) = upstream.proxy_protocol {
-        let local = client_stream
-            .local_addr()
-            .map_err(|e| StreamError::Connect(endpoint, e))?;
+        let local = client_stream.local_addr().map_err(StreamError::Pipe)?;
         match version {
             ProxyProtocolVersion::V1 => proxy_protocol::encode_v1(client, local, &mut first),
             ProxyProtocolVersion::V2 => proxy_protocol::encode_v2(client, local, &mut first),
@@ -216,6 +210,41 @@ async fn serve_connection(
         .await
         .map_err(StreamError::Pipe)?;
     Ok(())
+}
+
+/// Connects to an endpoint of `upstream` chosen for `info`; after a failed connect, tries
+/// another endpoint, at most `retries` times. The in-flight guard counts the connection
+/// (for `least_conn` and `max_conns`) until dropped.
+async fn connect(
+    upstream: &Upstream,
+    info: &ConnectionInfo<'_>,
+) -> Result<(TcpStream, InFlight), StreamError> {
+    let mut tried = Vec::new();
+    loop {
+        let chosen = upstream
+            .choose(&Target::Connection(info), &tried)
+            .await
+            .map_err(StreamError::Unavailable)?;
+        let endpoint = upstream.endpoints[chosen.index].address;
+        let connected =
+            tokio::time::timeout(upstream.settings.connect_timeout, TcpStream::connect(endpoint))
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+        match connected {
+            Ok(stream) => {
+                chosen.in_flight.record_latency();
+                return Ok((stream, chosen.in_flight));
+            }
+            Err(e) => {
+                upstream.record_failure(chosen.index);
+                tried.push(chosen.index);
+                if tried.len() > upstream.retries as usize || tried.len() >= upstream.endpoints.len() {
+                    return Err(StreamError::Connect(endpoint, e));
+                }
+                tracing::info!(upstream = %upstream.name, %endpoint, "connect failed, trying another endpoint: {e}");
+            }
+        }
+    }
 }
 
 /// Reads from `stream` into `buf` until it holds a whole ClientHello (bounded by

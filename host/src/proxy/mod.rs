@@ -15,6 +15,7 @@
 
 pub mod body;
 mod filters;
+pub mod forward;
 pub mod headers;
 pub mod responses;
 pub mod router;
@@ -25,7 +26,7 @@ pub use headers::{request_authority, rewrite_path_and_query};
 
 use crate::plugin::{RequestView, ResponseView};
 use crate::runtime::server::Shared;
-use crate::upstream::{self, ForwardError, RequestBody};
+use crate::upstream::RequestBody;
 use filters::ChainRun;
 use headers::Forwarding;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -110,10 +111,7 @@ pub async fn handle(conn: &ConnectionContext, mut req: Request<Incoming>) -> Res
         }
     }
 
-    // 4. choose an endpoint
-    let endpoint = upstream.pick();
-
-    // 5. forward
+    // 4-5. choose an endpoint and forward (retrying elsewhere when safe)
     let Ok(body) = RequestBody::prefetch(body).await else {
         return responses::error(StatusCode::BAD_REQUEST);
     };
@@ -128,19 +126,15 @@ pub async fn handle(conn: &ConnectionContext, mut req: Request<Incoming>) -> Res
         requested.restore(&mut parts.headers);
     }
     let method = parts.method.clone();
-    let response = match upstream::client::send(upstream, endpoint, Request::from_parts(parts, body))
-        .await
-    {
-        Ok(response) => response,
-        Err(e) => {
-            let status = match e {
-                ForwardError::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            tracing::warn!(route = route.index, upstream = %upstream.name, %endpoint, "{e}");
-            return responses::error(status);
+    let forwarded = match forward::forward(upstream, parts, body, conn.client).await {
+        Ok(forwarded) => forwarded,
+        Err(failure) => {
+            tracing::warn!(route = route.index, upstream = %upstream.name, "{}", failure.reason);
+            return responses::error(failure.status);
         }
     };
+    let (endpoint, sticky_cookie, response) =
+        (forwarded.endpoint, forwarded.sticky_cookie, forwarded.response);
     let (response, switched) = match client_upgrade {
         Some(requested) => requested.accept(response),
         None => (response, None),
@@ -150,6 +144,9 @@ pub async fn handle(conn: &ConnectionContext, mut req: Request<Incoming>) -> Res
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = switched {
         upgrade::restore_response(&mut parts.headers, protocol);
+    }
+    if let Some(cookie) = sticky_cookie {
+        parts.headers.append(http::header::SET_COOKIE, cookie);
     }
 
     // 6. response filters

@@ -10,6 +10,7 @@ use super::{Snapshot, set_worker_index};
 use crate::config::{Config, ListenerConfig};
 use crate::listener::http::{HttpListener, serve_http};
 use crate::listener::stream::{StreamListener, serve_stream};
+use crate::upstream::health::HealthChecks;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct Shared {
 /// A running proxy.
 pub struct Server {
     shared: Arc<Shared>,
+    /// Active health checks of the snapshot's upstreams (stopped on drop).
+    _health: Option<HealthChecks>,
     addrs: Vec<(String, SocketAddr)>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
@@ -57,6 +60,8 @@ impl Server {
     /// listeners accept connections.
     pub fn start(config: Config) -> Result<Server, StartError> {
         let snapshot = Snapshot::build(&config)?;
+        let health = HealthChecks::start(snapshot.upstreams.values().cloned().collect())
+            .map_err(StartError::Worker)?;
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
         });
@@ -118,6 +123,7 @@ impl Server {
         }
         Ok(Server {
             shared,
+            _health: health,
             addrs,
             stop,
             workers: handles,

@@ -81,6 +81,10 @@ impl Snapshot {
             .flat_map(|r| r.plugins.iter().map(|p| (p, PluginKind::Filter)))
             .chain(config.listeners.iter().flat_map(|l| {
                 l.plugins.iter().map(|p| (p, PluginKind::Connection))
+            }))
+            .chain(config.upstreams.iter().filter_map(|u| match &u.balancer {
+                crate::config::BalancerConfig::Plugin(p) => Some((p, PluginKind::Balancer)),
+                _ => None,
             }));
         for (name, wanted) in attached {
             let kind = plugins[name].kind();
@@ -104,7 +108,10 @@ impl Snapshot {
         let upstreams: HashMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| (u.name.clone(), Arc::new(Upstream::new(u))))
+            .map(|u| {
+                let upstream = Upstream::new(u, |name| plugins.get(name).cloned());
+                (u.name.clone(), Arc::new(upstream))
+            })
             .collect();
 
         let mut routers: FxHashMap<String, Router> = config

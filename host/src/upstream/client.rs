@@ -174,7 +174,7 @@ async fn connect(peer: PeerKey, upstream: &Upstream) -> Result<Connection, Forwa
 }
 
 /// The TLS handshake with an upstream endpoint, verifying it as the upstream's `tls` says.
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     tls: &UpstreamTls,
     endpoint: SocketAddr,
     stream: TcpStream,
@@ -226,6 +226,8 @@ where
 /// connection goes back to the worker's pool.
 pub struct UpstreamBody {
     inner: Incoming,
+    /// The attempt's in-flight count, held until the body ends.
+    in_flight: Option<super::endpoint::InFlight>,
     /// The connection, until the body is finished (then pooled) or dropped early (then closed).
     conn: Option<(PooledConnection, usize)>,
 }
@@ -234,14 +236,26 @@ impl UpstreamBody {
     /// `conn` (with its pool's `max_idle`) is pooled again at the end of the body; `None`
     /// after an upgrade, when the connection is no longer HTTP.
     fn new(inner: Incoming, conn: Option<(PooledConnection, usize)>) -> Self {
-        let mut body = UpstreamBody { inner, conn };
+        let mut body = UpstreamBody {
+            inner,
+            conn,
+            in_flight: None,
+        };
         if body.inner.is_end_stream() {
             body.finish();
         }
         body
     }
 
+    /// Keeps `in_flight` counted until the body has been read (or dropped).
+    pub fn hold(&mut self, in_flight: super::endpoint::InFlight) {
+        if !self.inner.is_end_stream() {
+            self.in_flight = Some(in_flight);
+        }
+    }
+
     fn finish(&mut self) {
+        self.in_flight = None;
         if let Some((conn, max_idle)) = self.conn.take() {
             pool::give_back(conn, max_idle);
         }

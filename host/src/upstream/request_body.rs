@@ -3,6 +3,8 @@
 //! The first frame is read *before* the request is forwarded, so a client whose body framing
 //! is broken from the start (bad chunk sizes) gets a 400 and the upstream sees nothing; the
 //! rest streams. Reading the first frame also triggers `100 Continue` for clients that wait.
+//! A body that fit in its first frame (and most request bodies are empty) can be replayed
+//! to another endpoint when a retry needs it.
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
@@ -11,10 +13,14 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// Largest body kept for a retry.
+const MAX_REPLAY: usize = 64 * 1024;
+
 /// A client's request body with its first frame already read.
 pub struct RequestBody {
     first: Option<Frame<Bytes>>,
-    rest: Incoming,
+    /// The rest of the client's body; `None` for a replayed copy.
+    rest: Option<Incoming>,
 }
 
 impl RequestBody {
@@ -25,7 +31,29 @@ impl RequestBody {
         } else {
             body.frame().await.transpose()?
         };
-        Ok(RequestBody { first, rest: body })
+        Ok(RequestBody {
+            first,
+            rest: Some(body),
+        })
+    }
+
+    /// A copy of this body for a retry, if all of it has been read and it is small (up to
+    /// 64 KiB) and has no trailers.
+    pub fn replay_copy(&self) -> Option<RequestBody> {
+        if self.rest.as_ref().is_some_and(|rest| !rest.is_end_stream()) {
+            return None;
+        }
+        let first = match &self.first {
+            None => None,
+            Some(frame) => {
+                let data = frame.data_ref()?;
+                if data.len() > MAX_REPLAY {
+                    return None;
+                }
+                Some(Frame::data(data.clone()))
+            }
+        };
+        Some(RequestBody { first, rest: None })
     }
 }
 
@@ -40,11 +68,14 @@ impl Body for RequestBody {
         if let Some(frame) = self.first.take() {
             return Poll::Ready(Some(Ok(frame)));
         }
-        Pin::new(&mut self.rest).poll_frame(cx)
+        match &mut self.rest {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.rest.is_end_stream()
+        self.first.is_none() && self.rest.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -53,7 +84,10 @@ impl Body for RequestBody {
             .as_ref()
             .and_then(Frame::data_ref)
             .map_or(0, |d| d.remaining() as u64);
-        let rest = self.rest.size_hint();
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower() + buffered);
         if let Some(upper) = rest.upper() {
