@@ -37,6 +37,23 @@ async fn round_trip(stream: &mut tokio::net::TcpStream, msg: &[u8]) -> Vec<u8> {
     back
 }
 
+/// Sends `len` bytes and reads them back concurrently, within 20 s.
+async fn bulk_round_trip(stream: &mut tokio::net::TcpStream, len: usize) {
+    let payload = pattern(len, len as u64);
+    let (mut r, mut w) = stream.split();
+    let write = async { w.write_all(&payload).await.unwrap() };
+    let read = async {
+        let mut back = vec![0u8; len];
+        r.read_exact(&mut back).await.expect("bulk echo");
+        back
+    };
+    let ((), back) =
+        tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(write, read) })
+            .await
+            .expect("bulk echo timed out");
+    assert!(back == payload, "bulk echo differs");
+}
+
 #[tokio::test]
 async fn tcp_echo_carries_mebibytes_both_ways() {
     let backend = TcpBackend::echo("echo").await;
@@ -152,17 +169,18 @@ async fn tcp_half_close_client_to_backend() {
     );
 }
 
-#[tokio::test]
-async fn tcp_half_close_backend_to_client() {
-    // The backend writes, sends its FIN, and keeps reading what the client sends afterwards.
+/// The backend writes `early`, sends its FIN, and keeps reading what the client sends
+/// afterwards.
+async fn half_close_backend_to_client(early: Vec<u8>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sent = early.clone();
     let backend = TcpBackend::start_with(
         "early-fin",
         false,
         Arc::new(move |mut c: Conn| {
-            let tx = tx.clone();
+            let (tx, early) = (tx.clone(), sent.clone());
             Box::pin(async move {
-                let _ = c.stream.write_all(b"early bytes\n").await;
+                let _ = c.stream.write_all(&early).await;
                 let _ = c.stream.shutdown().await;
                 let mut got = Vec::new();
                 let r = c.stream.read_to_end(&mut got).await;
@@ -173,9 +191,17 @@ async fn tcp_half_close_backend_to_client() {
     .await;
     let proxy = tcp_proxy(1, "", &[backend.addr], "");
     let mut s = connect(proxy.addr("db")).await;
-    // The backend's FIN reaches the client...
-    let ending = read_until_closed(&mut s, Duration::from_secs(5)).await;
-    assert_eq!(ending, Ending::Eof(b"early bytes\n".to_vec()));
+    // The backend's bytes and FIN reach the client...
+    let ending = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    match &ending {
+        Ending::Eof(got) => assert!(
+            *got == early,
+            "{} of {} bytes before the FIN",
+            got.len(),
+            early.len()
+        ),
+        other => panic!("expected the backend's bytes then EOF: {other:?}"),
+    }
     // ...and the client's direction stays open.
     let payload = pattern(256 << 10, 11);
     s.write_all(&payload)
@@ -189,6 +215,17 @@ async fn tcp_half_close_backend_to_client() {
         .expect("backend read failed");
     assert_eq!(got.len(), payload.len());
     assert!(got == payload, "bytes after the backend's FIN differ");
+}
+
+#[tokio::test]
+async fn tcp_half_close_backend_to_client() {
+    half_close_backend_to_client(b"early bytes\n".to_vec()).await;
+}
+
+#[tokio::test]
+async fn tcp_half_close_backend_to_client_after_bulk() {
+    // Past the first 64 KiB of a direction the proxy may switch copy strategy (splice).
+    half_close_backend_to_client(pattern(512 << 10, 5)).await;
 }
 
 #[tokio::test]
@@ -435,6 +472,8 @@ async fn tcp_idle_timeout_closes_both_sides() {
     let backend = TcpBackend::echo("echo").await;
     let proxy = tcp_proxy(1, "idle_timeout = \"600ms\"", &[backend.addr], "");
     let mut s = connect(proxy.addr("db")).await;
+    // A bulk transfer first (past 64 KiB each way the copy may change strategy).
+    bulk_round_trip(&mut s, 1 << 20).await;
     // Traffic every 150ms for 1.5 s keeps the connection open past the timeout.
     for i in 0..10 {
         tokio::time::sleep(Duration::from_millis(150)).await;
