@@ -1,5 +1,5 @@
 //! Host-side bindings generated from `wit/plugin.wit`: the `filter` world at the top level,
-//! the `connection-filter` world in [`connection`].
+//! the `connection-filter` world in [`connection`], the `balancer` world in [`balancer`].
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -23,6 +23,23 @@ pub mod connection {
         with: {
             "maitred:plugin/log": super::maitred::plugin::log,
             "maitred:plugin/host": super::maitred::plugin::host,
+        },
+    });
+}
+
+/// The `balancer` world. Its `log` and `host` imports are the `filter` world's and its
+/// `connection-info` is the `connection-filter` world's (one type, one conversion); the
+/// `balancing` interface with its read-only `request-info` resource is its own.
+pub mod balancer {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "balancer",
+        imports: { default: trappable },
+        with: {
+            "maitred:plugin/log": super::maitred::plugin::log,
+            "maitred:plugin/host": super::maitred::plugin::host,
+            "maitred:plugin/connection": super::connection::maitred::plugin::connection,
+            "maitred:plugin/balancing.request-info": crate::plugin::state::BalanceRequestHandle,
         },
     });
 }

@@ -7,6 +7,7 @@
 
 use super::PluginError;
 use super::bindings::Filter;
+use super::bindings::balancer::maitred::plugin::balancing;
 use super::state::PluginState;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -67,6 +68,8 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        // The balancer world's own import (its `log` and `host` are the filter world's).
+        balancing::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         start_epoch_ticker(engine.weak());
         Ok(PluginEngine {
             engine,

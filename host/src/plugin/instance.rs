@@ -1,15 +1,17 @@
 //! A loaded plugin: its compiled component, settings, and per-worker pools of initialised
 //! instances; and [`PluginInstance`], one store + instance that calls run in.
 //!
-//! A plugin implements one of two worlds, found out at load time from its exports
-//! ([`PluginKind`]): `filter` (HTTP, `on-request`/`on-response`) or `connection-filter`
-//! (layer 4, `on-connect`). Calling a plugin through the other world's method is a
-//! [`PluginFailure::WrongKind`], never a panic.
+//! A plugin implements one of three worlds, found out at load time from its exports
+//! ([`PluginKind`]): `filter` (HTTP, `on-request`/`on-response`), `connection-filter`
+//! (layer 4, `on-connect`) or `balancer` (`pick`). Calling a plugin through another world's
+//! method is a [`PluginFailure::WrongKind`], never a panic.
 //!
 //! Invariants: an instance whose call failed (trap, deadline, memory cap) is dropped, never
 //! returned to a pool; every call runs under the plugin's deadline and memory cap; `init`
 //! has run successfully on every instance handed out.
 
+use super::balancer::{BalanceTarget, EndpointInfo};
+use super::bindings::balancer::{Balancer, BalancerPre};
 use super::bindings::connection::{ConnectionFilter, ConnectionFilterPre};
 use super::bindings::{Filter, FilterPre, Phases, RequestAction};
 use super::connection::{ConnectionAction, ConnectionInfo};
@@ -34,6 +36,9 @@ pub enum PluginKind {
     /// The `connection-filter` world: accepted connections, attached to `tcp` and
     /// `tls-passthrough` listeners.
     Connection,
+    /// The `balancer` world: chooses an upstream's endpoint, named by the upstream's
+    /// `balancer = "plugin:NAME"`.
+    Balancer,
 }
 
 impl PluginKind {
@@ -42,6 +47,7 @@ impl PluginKind {
         match self {
             PluginKind::Filter => "filter",
             PluginKind::Connection => "connection-filter",
+            PluginKind::Balancer => "balancer",
         }
     }
 }
@@ -51,6 +57,7 @@ impl std::fmt::Display for PluginKind {
         f.write_str(match self {
             PluginKind::Filter => "an HTTP filter plugin",
             PluginKind::Connection => "a connection plugin",
+            PluginKind::Balancer => "a balancer plugin",
         })
     }
 }
@@ -59,12 +66,14 @@ impl std::fmt::Display for PluginKind {
 enum Pre {
     Filter(FilterPre<PluginState>),
     Connection(ConnectionFilterPre<PluginState>),
+    Balancer(BalancerPre<PluginState>),
 }
 
 /// An instance's exports, for the world it implements.
 enum Exports {
     Filter(Filter),
     Connection(ConnectionFilter),
+    Balancer(Balancer),
 }
 
 /// A plugin ready to serve: compiled, linked, and known to initialise with its config.
@@ -115,10 +124,15 @@ impl LoadedPlugin {
         }
         let engine = PluginEngine::global()?;
         let component = engine.compile(wasm)?;
-        // The world is told by the exports: only a connection plugin exports `on-connect`.
-        let kind = match component.get_export_index(None, "on-connect") {
-            Some(_) => PluginKind::Connection,
-            None => PluginKind::Filter,
+        // The world is told by the exports: only a connection plugin exports `on-connect`,
+        // only a balancer exports `pick`.
+        let exports = |name| component.get_export_index(None, name).is_some();
+        let kind = if exports("on-connect") {
+            PluginKind::Connection
+        } else if exports("pick") {
+            PluginKind::Balancer
+        } else {
+            PluginKind::Filter
         };
         let link_error = |e: wasmtime::Error| PluginError::Link(kind.world(), format!("{e:#}"));
         let pre = engine
@@ -130,6 +144,7 @@ impl LoadedPlugin {
             PluginKind::Connection => {
                 Pre::Connection(ConnectionFilterPre::new(pre).map_err(link_error)?)
             }
+            PluginKind::Balancer => Pre::Balancer(BalancerPre::new(pre).map_err(link_error)?),
         };
         let mut plugin = LoadedPlugin {
             name: Arc::from(config.name.as_str()),
@@ -160,15 +175,16 @@ impl LoadedPlugin {
         match self.pre {
             Pre::Filter(_) => PluginKind::Filter,
             Pre::Connection(_) => PluginKind::Connection,
+            Pre::Balancer(_) => PluginKind::Balancer,
         }
     }
 
-    /// Whether the plugin asked to see requests (never, for a connection plugin).
+    /// Whether the plugin asked to see requests (never, for connection and balancer plugins).
     pub fn wants_request(&self) -> bool {
         self.phases.contains(Phases::REQUEST)
     }
 
-    /// Whether the plugin asked to see responses (never, for a connection plugin).
+    /// Whether the plugin asked to see responses (never, for connection and balancer plugins).
     pub fn wants_response(&self) -> bool {
         self.phases.contains(Phases::RESPONSE)
     }
@@ -194,7 +210,7 @@ impl LoadedPlugin {
     }
 
     /// Runs `on-request` on `instance` with `view` lent to it; the view comes back either way.
-    /// A connection plugin's instance fails with [`PluginFailure::WrongKind`].
+    /// A connection or balancer plugin's instance fails with [`PluginFailure::WrongKind`].
     pub fn on_request(
         &self,
         instance: &mut PluginInstance,
@@ -219,7 +235,7 @@ impl LoadedPlugin {
     }
 
     /// Runs `on-response` on `instance` with `view` lent to it; the view comes back either way.
-    /// A connection plugin's instance fails with [`PluginFailure::WrongKind`].
+    /// A connection or balancer plugin's instance fails with [`PluginFailure::WrongKind`].
     pub fn on_response(
         &self,
         instance: &mut PluginInstance,
@@ -250,7 +266,7 @@ impl LoadedPlugin {
     ///
     /// On `Err` the caller applies the plugin's `on_error`, e.g. with
     /// [`LoadedPlugin::on_error_action`]; [`LoadedPlugin::decide`] does both in one call.
-    /// An HTTP filter plugin fails with [`PluginFailure::WrongKind`].
+    /// An HTTP filter or balancer plugin fails with [`PluginFailure::WrongKind`].
     pub fn on_connect(&self, info: &ConnectionInfo<'_>) -> Result<ConnectionAction, PluginFailure> {
         if self.kind() != PluginKind::Connection {
             return Err(PluginFailure::WrongKind("on-connect", self.kind()));
@@ -264,6 +280,59 @@ impl LoadedPlugin {
         let action = contain(|| exports.call_on_connect(&mut *store, &info.to_wit()))?;
         self.release(instance);
         Ok(action.into())
+    }
+
+    /// Asks a balancer plugin which of `endpoints` gets `target`: takes an instance (from
+    /// this worker's pool, or a new one), runs `pick` under the call deadline and memory cap,
+    /// and gives the instance back on success (dropped on failure, or always with
+    /// `per-request` isolation).
+    ///
+    /// `Ok(Some(i))` is an index into `endpoints`; `Ok(None)` means the plugin has no
+    /// preference (use the default, round-robin over available endpoints). An index out of
+    /// range is [`PluginFailure::Invalid`]. The plugin is shown every endpoint it is given,
+    /// unhealthy and draining ones included; whether to honour a pick of one of those is the
+    /// caller's decision. A request's headers are not copied: the plugin looks up the ones it
+    /// wants during the call. A plugin of another world fails with
+    /// [`PluginFailure::WrongKind`].
+    pub fn pick(
+        &self,
+        target: &BalanceTarget<'_>,
+        endpoints: &[EndpointInfo],
+    ) -> Result<Option<usize>, PluginFailure> {
+        if self.kind() != PluginKind::Balancer {
+            return Err(PluginFailure::WrongKind("pick", self.kind()));
+        }
+        let mut instance = self.acquire()?;
+        let Exports::Balancer(exports) = &instance.exports else {
+            unreachable!("a balancer plugin's instances are balancer instances");
+        };
+        let list: Vec<_> = endpoints.iter().map(|e| e.to_wit()).collect();
+        let store = &mut instance.store;
+        store.set_epoch_deadline(self.call_ticks);
+        let picked = match *target {
+            BalanceTarget::Request { parts, client } => {
+                PluginState::lend_request(store, parts, client, |store| {
+                    let target = BalanceTarget::wit_request();
+                    contain(|| exports.call_pick(&mut *store, &target, &list))
+                })
+            }
+            BalanceTarget::Connection(info) => {
+                let target = BalanceTarget::wit_connection(info);
+                contain(|| exports.call_pick(&mut *store, &target, &list))
+            }
+        }?;
+        let picked = match picked {
+            Some(i) if (i as usize) < endpoints.len() => Some(i as usize),
+            Some(i) => {
+                return Err(PluginFailure::Invalid(format!(
+                    "picked endpoint {i} of a list of {}",
+                    endpoints.len()
+                )));
+            }
+            None => None,
+        };
+        self.release(instance);
+        Ok(picked)
     }
 
     fn pool(&self) -> &Mutex<Vec<PluginInstance>> {
@@ -290,6 +359,12 @@ impl LoadedPlugin {
                 contain(|| connection.call_init(&mut store, &self.config_json))?
                     .map_err(PluginFailure::Init)?;
                 (Exports::Connection(connection), Phases::empty())
+            }
+            Pre::Balancer(pre) => {
+                let balancer = contain(|| pre.instantiate(&mut store))?;
+                contain(|| balancer.call_init(&mut store, &self.config_json))?
+                    .map_err(PluginFailure::Init)?;
+                (Exports::Balancer(balancer), Phases::empty())
             }
         };
         Ok((PluginInstance { store, exports }, phases))

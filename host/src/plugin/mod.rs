@@ -4,18 +4,21 @@
 //! - [`instance`]: a loaded plugin with its per-worker instance pools, and the calls.
 //! - [`connection`]: what connection (layer 4) plugins are asked and answer, and a
 //!   listener's chain of them.
+//! - [`balancer`]: what balancer plugins are shown (endpoints, the request or connection).
 //! - [`state`]: the store's data and the host functions plugins import.
 //! - [`bindings`]: types generated from `wit/plugin.wit`.
 //!
 //! Calls run synchronously on the worker thread that handles the request: a call costs
 //! about a microsecond, far less than a hop to a blocking pool would.
 
+pub mod balancer;
 pub mod bindings;
 pub mod connection;
 pub mod engine;
 pub mod instance;
 pub mod state;
 
+pub use balancer::{BalanceTarget, EndpointInfo};
 pub use bindings::{DirectResponse, Phases, RequestAction};
 pub use connection::{ConnectionAction, ConnectionInfo, run_connection_chain};
 pub use engine::PluginEngine;
@@ -36,8 +39,8 @@ pub enum PluginError {
     /// The bytes are not a valid component.
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
-    /// The component does not fit the world (`filter` or `connection-filter`, told by its
-    /// exports) or imports what the host does not offer.
+    /// The component does not fit the world (`filter`, `connection-filter` or `balancer`,
+    /// told by its exports) or imports what the host does not offer.
     #[error("the component does not implement maitred's `{0}` world: {1}")]
     Link(&'static str, String),
     /// `init` failed or trapped.
@@ -63,10 +66,11 @@ pub enum PluginFailure {
     /// `init` returned an error on a new instance.
     #[error("init failed: {0}")]
     Init(String),
-    /// The plugin asked for something the host cannot do (e.g. an unknown upstream).
+    /// The plugin asked for something the host cannot do (e.g. an unknown upstream, or an
+    /// endpoint index out of range).
     #[error("{0}")]
     Invalid(String),
-    /// The call (named) belongs to the other world: e.g. `on-connect` on an HTTP filter.
+    /// The call (named) belongs to another world: e.g. `on-connect` on an HTTP filter.
     #[error("{0} cannot be called on {1}")]
     WrongKind(&'static str, PluginKind),
 }

@@ -4,7 +4,12 @@
 //! [`RequestView`]; the plugin reads and edits it through the `request` resource, and the proxy
 //! moves it back out after the call. `on-response` does the same with a [`ResponseView`].
 //! Only the value a plugin asks for is copied into its memory.
+//!
+//! During a balancer's `pick` on an HTTP request, the request head is *lent* instead: the
+//! store holds a pointer to the caller's borrowed head for the duration of the call only
+//! ([`LentRequest`]), and the read-only `request-info` resource reads through it.
 
+use super::bindings::balancer::maitred::plugin::balancing;
 use super::bindings::maitred::plugin::{host, http, log};
 use ::http::header::{HeaderName, HeaderValue};
 use std::net::SocketAddr;
@@ -16,6 +21,23 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub struct RequestHandle;
 /// Marker type of the `response` resource: there is only ever the one response in the store.
 pub struct ResponseHandle;
+
+/// Marker type of the balancer world's read-only `request-info` resource: there is only ever
+/// the one request in the store, the one being balanced.
+pub struct BalanceRequestHandle;
+
+/// The request head a balancer reads during one `pick` call: a pointer to the caller's
+/// borrowed `Parts`, set just before the call and cleared right after it (see
+/// [`PluginState::lend_request`]).
+pub(super) struct LentRequest {
+    parts: std::ptr::NonNull<::http::request::Parts>,
+    client: SocketAddr,
+}
+
+// SAFETY: `LentRequest` is only a shared borrow of `Parts` (which is `Sync`) in disguise; it is
+// created and cleared on the thread making the call, and while it exists the store that holds
+// it is used only by that call on that thread.
+unsafe impl Send for LentRequest {}
 
 /// The request head lent to a plugin for one `on-request` call.
 pub struct RequestView {
@@ -47,6 +69,8 @@ pub struct PluginState {
     pub request: Option<RequestView>,
     /// The response, during `on-response`.
     pub response: Option<ResponseView>,
+    /// The request being balanced, during a balancer's `pick`.
+    balance_request: Option<LentRequest>,
 }
 
 impl PluginState {
@@ -63,7 +87,43 @@ impl PluginState {
             plugin,
             request: None,
             response: None,
+            balance_request: None,
         }
+    }
+
+    /// Runs `call` with `parts` and `client` readable through the `request-info` resource,
+    /// and makes them unreachable again before returning, whatever `call` does (a panic
+    /// unwinds through here only after the pointer is cleared).
+    pub(super) fn lend_request<R>(
+        store: &mut wasmtime::Store<PluginState>,
+        parts: &::http::request::Parts,
+        client: SocketAddr,
+        call: impl FnOnce(&mut wasmtime::Store<PluginState>) -> R,
+    ) -> R {
+        struct Clear<'s>(&'s mut wasmtime::Store<PluginState>);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                self.0.data_mut().balance_request = None;
+            }
+        }
+        store.data_mut().balance_request = Some(LentRequest {
+            parts: std::ptr::NonNull::from(parts),
+            client,
+        });
+        let guard = Clear(store);
+        call(&mut *guard.0)
+    }
+
+    /// The request being balanced and its client.
+    fn lent(&self) -> wasmtime::Result<(&::http::request::Parts, SocketAddr)> {
+        let lent = self
+            .balance_request
+            .as_ref()
+            .ok_or_else(|| wasmtime::format_err!("the request is only available during pick"))?;
+        // SAFETY: the pointer was made from a `&Parts` that outlives the `lend_request` call
+        // it was set in, and is cleared before that call returns or unwinds; this runs inside
+        // it (a host function called by the plugin during `pick`).
+        Ok((unsafe { lent.parts.as_ref() }, lent.client))
     }
 
     fn req(&mut self) -> wasmtime::Result<&mut RequestView> {
@@ -272,6 +332,37 @@ impl http::HostResponse for PluginState {
         Ok(())
     }
     fn drop(&mut self, _: Resource<ResponseHandle>) -> Res<()> {
+        Ok(())
+    }
+}
+
+impl balancing::Host for PluginState {}
+
+/// The read-only request a balancer sees: getters only, looked up in the lent head on demand.
+impl balancing::HostRequestInfo for PluginState {
+    fn method(&mut self, _: Resource<BalanceRequestHandle>) -> Res<String> {
+        Ok(self.lent()?.0.method.as_str().to_owned())
+    }
+    fn path(&mut self, _: Resource<BalanceRequestHandle>) -> Res<String> {
+        Ok(self.lent()?.0.uri.path().to_owned())
+    }
+    fn query(&mut self, _: Resource<BalanceRequestHandle>) -> Res<Option<String>> {
+        Ok(self.lent()?.0.uri.query().map(str::to_owned))
+    }
+    fn authority(&mut self, _: Resource<BalanceRequestHandle>) -> Res<Option<String>> {
+        Ok(crate::proxy::request_authority(self.lent()?.0).map(str::to_owned))
+    }
+    fn client_addr(&mut self, _: Resource<BalanceRequestHandle>) -> Res<String> {
+        let client = self.lent()?.1;
+        Ok(SocketAddr::new(client.ip().to_canonical(), client.port()).to_string())
+    }
+    fn header(&mut self, _: Resource<BalanceRequestHandle>, name: String) -> Res<Option<Vec<u8>>> {
+        Ok(headers::get(&self.lent()?.0.headers, &name))
+    }
+    fn header_all(&mut self, _: Resource<BalanceRequestHandle>, name: String) -> Res<Vec<Vec<u8>>> {
+        Ok(headers::get_all(&self.lent()?.0.headers, &name))
+    }
+    fn drop(&mut self, _: Resource<BalanceRequestHandle>) -> Res<()> {
         Ok(())
     }
 }
