@@ -131,7 +131,7 @@ impl ConnectionInfo {
         self.alpn.iter().any(|p| p == protocol)
     }
 
-    fn from_raw(info: raw::ConnectionInfo) -> Self {
+    pub(crate) fn from_raw(info: raw::ConnectionInfo) -> Self {
         ConnectionInfo {
             client_ip: info
                 .client_ip

@@ -8,6 +8,10 @@
 //! [`connection::ConnectionPolicy`] instead and call [`export_connection_policy!`]: see
 //! [`connection`].
 //!
+//! Load-balancing policies, which choose an upstream's endpoint for each request or
+//! connection (`balancer = "plugin:NAME"`), implement [`balancer::BalancerPolicy`] and call
+//! [`export_balancer!`]: see [`balancer`].
+//!
 //! ```ignore
 //! use maitred_sdk::{export_plugin, Action, Config, DirectResponse, Plugin, Request, Response};
 //!
@@ -77,6 +81,7 @@
 // and outside it.
 extern crate self as maitred_sdk;
 
+pub mod balancer;
 mod config;
 pub mod connection;
 mod http;
