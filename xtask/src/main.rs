@@ -31,7 +31,14 @@ enum Task {
 }
 
 /// Every plugin crate built for wasm32-wasip2.
-const PLUGINS: [&str; 5] = ["headers", "canary", "respond", "sni-policy", "hello-plugin"];
+const PLUGINS: [&str; 6] = [
+    "headers",
+    "canary",
+    "respond",
+    "sni-policy",
+    "balancer-affinity",
+    "hello-plugin",
+];
 
 fn main() -> Result<()> {
     match Cli::parse().command {
