@@ -8,11 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: [&str; 11] = [
+const PLUGINS: [&str; 13] = [
     "headers",
     "canary",
     "respond",
     "sni-policy",
+    "balancer-affinity",
     "hello-plugin",
     "trap",
     "spin",
@@ -20,6 +21,7 @@ const PLUGINS: [&str; 11] = [
     "probe",
     "forbidden",
     "connect-probe",
+    "balance-probe",
 ];
 
 fn main() {
