@@ -496,3 +496,185 @@ fn init_errors_refuse_the_plugin() {
     .expect("init failed");
     assert_eq!(e.to_string(), "init failed: no endpoints table");
 }
+
+/// Through a running proxy: upstreams with `balancer = "plugin:NAME"`, on an HTTP route and
+/// on a `tcp` listener.
+mod through_the_proxy {
+    use maitred_tests::l4::*;
+    use maitred_tests::*;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    /// Listener "web" with one route to upstream "app" (backends `a` and `b`, balanced by
+    /// plugin "lb"), and the `[plugin.lb]` table's body `plugin`.
+    fn http_proxy(a: &Backend, b: &Backend, plugin: &str) -> Proxy {
+        Proxy::start(&format!(
+            r#"[runtime]
+workers = 1
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+[[route]]
+upstream = "app"
+[upstream.app]
+endpoints = ["{}", "{}"]
+balancer = "plugin:lb"
+[plugin.lb]
+{plugin}
+"#,
+            a.addr, b.addr
+        ))
+    }
+
+    async fn backends() -> (Backend, Backend) {
+        (Backend::start("a").await, Backend::start("b").await)
+    }
+
+    /// The backend that answered a `GET /` with `headers`.
+    async fn backend_for(proxy: &Proxy, headers: &[(&str, &str)]) -> String {
+        let reply = get(&format!("{}/", proxy.url("web")), headers).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.header("x-backend").to_string()
+    }
+
+    #[tokio::test]
+    async fn a_user_always_reaches_the_same_backend() {
+        let (a, b) = backends().await;
+        let proxy = http_proxy(
+            &a,
+            &b,
+            r#"wasm = "balancer_affinity.wasm"
+config = { header = "x-user" }"#,
+        );
+        let alice = backend_for(&proxy, &[("x-user", "alice")]).await;
+        for _ in 0..20 {
+            assert_eq!(backend_for(&proxy, &[("x-user", "alice")]).await, alice);
+        }
+        // Users spread: both backends get some, each user sticks to one.
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for k in 0..20 {
+            let user = format!("user-{k}");
+            let backend = backend_for(&proxy, &[("x-user", &user)]).await;
+            assert_eq!(backend_for(&proxy, &[("x-user", &user)]).await, backend);
+            seen.insert(user, backend);
+        }
+        let on_a = seen.values().filter(|b| *b == "a").count();
+        assert!((1..20).contains(&on_a), "{seen:?}");
+        // No header: no key, the host's round-robin answers.
+        let mut anonymous = Vec::new();
+        for _ in 0..4 {
+            anonymous.push(backend_for(&proxy, &[]).await);
+        }
+        assert!(
+            anonymous.contains(&"a".to_string()) && anonymous.contains(&"b".to_string()),
+            "{anonymous:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_balancer_falls_back_or_fails_by_on_error() {
+        let (a, b) = backends().await;
+        let open = http_proxy(
+            &a,
+            &b,
+            r#"wasm = "balance_probe.wasm"
+config = { mode = "trap" }
+on_error = "fail-open""#,
+        );
+        for _ in 0..4 {
+            backend_for(&open, &[]).await;
+        }
+        let closed = http_proxy(
+            &a,
+            &b,
+            r#"wasm = "balance_probe.wasm"
+config = { mode = "trap" }
+on_error = "fail-closed""#,
+        );
+        let reply = get(&format!("{}/", closed.url("web")), &[]).await;
+        assert!(reply.status.is_server_error(), "{reply:?}");
+        assert_eq!(
+            a.requests() + b.requests(),
+            4,
+            "fail-closed reached no backend"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_always_reaches_the_same_backend() {
+        let (a, b) = (
+            TcpBackend::greeting_echo("A").await,
+            TcpBackend::greeting_echo("B").await,
+        );
+        let proxy = Proxy::start(&format!(
+            r#"[runtime]
+workers = 1
+[[listener]]
+name = "db"
+listen = "127.0.0.1:0"
+protocol = "tcp"
+upstream = "db"
+[upstream.db]
+endpoints = ["{}", "{}"]
+balancer = "plugin:lb"
+[plugin.lb]
+wasm = "balancer_affinity.wasm"
+config = {{ fallback = ["sni", "client_ip"] }}
+"#,
+            a.addr, b.addr
+        ));
+        let mut greetings = Vec::new();
+        for _ in 0..6 {
+            let mut s = connect(proxy.addr("db")).await;
+            let line = tokio::time::timeout(Duration::from_secs(5), read_line(&mut s))
+                .await
+                .expect("greeting in time")
+                .unwrap();
+            greetings.push(line);
+        }
+        // Every connection comes from 127.0.0.1: one key, one backend.
+        assert!(
+            greetings.iter().all(|g| *g == greetings[0]),
+            "{greetings:?}"
+        );
+        assert!(
+            matches!((a.connections(), b.connections()), (6, 0) | (0, 6)),
+            "{greetings:?}"
+        );
+    }
+
+    #[test]
+    fn a_balancer_must_be_named_by_an_upstream_and_only_a_balancer() {
+        let start = |route_plugins: &str, balancer: &str| {
+            let toml = format!(
+                r#"[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+[[route]]
+upstream = "app"
+plugins = [{route_plugins}]
+[upstream.app]
+endpoints = ["127.0.0.1:9"]
+balancer = "{balancer}"
+[plugin.lb]
+wasm = "balancer_affinity.wasm"
+config = {{ header = "x-user" }}
+[plugin.tag]
+wasm = "headers.wasm"
+"#
+            );
+            let config = maitred::Config::from_toml(&toml, &plugin_dir().join("test.toml"))
+                .unwrap_or_else(|e| panic!("config: {e}"));
+            maitred::Server::start(config).err().map(|e| e.to_string())
+        };
+        let e = start("\"lb\"", "round_robin").expect("a balancer on a route is refused");
+        assert!(e.contains("is a balancer plugin (world `balancer`)"), "{e}");
+        let e = start("", "plugin:tag").expect("a filter as a balancer is refused");
+        assert!(
+            e.contains(
+                "is an HTTP filter plugin (world `filter`) but is attached where a balancer plugin"
+            ),
+            "{e}"
+        );
+    }
+}
