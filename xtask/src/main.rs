@@ -4,7 +4,8 @@
 //!   and run the embedded demo config with its backends;
 //! - `test`: install the wasm target if missing and run the whole test suite;
 //! - `plugins`: build the first-party plugins into `target/wasm32-wasip2/release`;
-//! - `bench`: build everything in release mode and run `bench/run.sh`.
+//! - `bench`: build everything in release mode and run `bench/run.sh`; `bench --l4-tls`:
+//!   build the proxy and run `bench/l4_tls.sh` (TCP throughput, TLS handshakes, HTTPS).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -27,7 +28,11 @@ enum Task {
     /// Build the first-party and example plugins for wasm32-wasip2.
     Plugins,
     /// Run the benchmarks (needs wrk and nginx; see bench/README.md).
-    Bench,
+    Bench {
+        /// Run the L4 and TLS benchmark (bench/l4_tls.sh) instead of the HTTP proxy one.
+        #[arg(long)]
+        l4_tls: bool,
+    },
 }
 
 /// Every plugin crate built for wasm32-wasip2.
@@ -53,7 +58,11 @@ fn main() -> Result<()> {
             cargo(&["test"])
         }
         Task::Plugins => build_plugins(),
-        Task::Bench => {
+        Task::Bench { l4_tls: true } => {
+            cargo(&["build", "--release", "-p", "maitred"])?;
+            run(Command::new("bash").arg(root().join("bench/l4_tls.sh")))
+        }
+        Task::Bench { l4_tls: false } => {
             build_plugins()?;
             cargo(&["build", "--release", "-p", "maitred"])?;
             run(Command::new("bash").arg(root().join("bench/run.sh")))
