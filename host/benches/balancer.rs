@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
     for (name, config) in cases {
         let balancer = Balancer::new(&config, &endpoints, |_| plugin.clone());
         group.bench_function(name, |b| {
-            b.iter(|| black_box(balancer.pick(&endpoints, &target, &|_| true, None)))
+            b.iter(|| black_box(balancer.pick(&endpoints, &target, &|_| true, None).ok()))
         });
     }
     group.finish();

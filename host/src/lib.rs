@@ -43,7 +43,7 @@ pub use runtime::{Server, Snapshot};
 /// Returns a one-line summary.
 pub fn check(path: &std::path::Path) -> Result<String, CheckError> {
     let config = Config::load(path)?;
-    let snapshot = Snapshot::build(&config)?;
+    let snapshot = Snapshot::build(&config, None)?;
     Ok(format!(
         "{}: ok ({} listeners, {} routes, {} upstreams, {} plugins)",
         path.display(),

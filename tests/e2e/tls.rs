@@ -557,7 +557,7 @@ fn https_config_error(dir: &TempDir, certs: &[(String, String)], extra: &str) ->
     let direct = maitred::Config::from_toml(&text, &path)
         .map_err(|e| e.to_string())
         .and_then(|c| {
-            maitred::Snapshot::build(&c)
+            maitred::Snapshot::build(&c, None)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         });

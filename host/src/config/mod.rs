@@ -243,7 +243,7 @@ pub struct ActiveHealth {
 }
 
 /// `[upstream.NAME]`: a group of interchangeable backend endpoints.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// The upstream's name.
     pub name: String,
@@ -285,7 +285,8 @@ pub struct UpstreamConfig {
     pub protocol: UpstreamProtocol,
 }
 
-/// An upstream's TLS settings, ready to connect with.
+/// An upstream's TLS settings, ready to connect with. Two are equal when their settings
+/// and the contents of their files are.
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {
     /// The rustls client configuration (roots, client certificate, ALPN).
@@ -318,8 +319,14 @@ pub enum Isolation {
     PerRequest,
 }
 
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity == other.identity
+    }
+}
+
 /// `[plugin.NAME]`: a WASM component and its settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginConfig {
     /// The plugin's name.
     pub name: String,
@@ -812,6 +819,11 @@ impl Validator<'_> {
         };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (&files, t.server_name.as_ref().map(|n| n.get_ref())).hash(&mut hasher);
+        // The files' contents too: a rotated certificate at the same path is a new identity.
+        let file_paths = files.ca.iter().chain(files.client_cert.iter().flat_map(|(c, k)| [c, k]));
+        for path in file_paths {
+            std::fs::read(path).unwrap_or_default().hash(&mut hasher);
+        }
         Ok(UpstreamTls {
             config,
             server_name,

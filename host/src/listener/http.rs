@@ -12,6 +12,7 @@
 use super::preface::{Prefixed, read_proxy_header};
 use crate::config::ListenerConfig;
 use crate::proxy::{self, ConnectionContext};
+use crate::runtime::drain::Drain;
 use crate::runtime::server::Shared;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -24,20 +25,19 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-/// One worker's side of an HTTP or HTTPS listener.
-pub struct HttpListener {
-    name: Arc<str>,
-    shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+/// The settings of an HTTP or HTTPS listener, built with each snapshot (so a reload changes
+/// timeouts and certificates for new connections).
+pub struct HttpSettings {
+    builder: auto::Builder<TokioExecutor>,
     /// `https`: the TLS acceptor; `None` for cleartext.
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     accept_proxy_protocol: bool,
 }
 
-impl HttpListener {
-    /// Prepares the connection settings of listener `config`.
-    pub fn new(config: &ListenerConfig, shared: Arc<Shared>) -> Self {
+impl HttpSettings {
+    /// The connection settings of listener `config`.
+    pub fn new(config: &ListenerConfig) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -51,10 +51,8 @@ impl HttpListener {
             .max_header_list_size(config.max_header_size as u32)
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(Duration::from_secs(30)));
-        HttpListener {
-            name: Arc::from(config.name.as_str()),
-            shared,
-            builder: Arc::new(builder),
+        HttpSettings {
+            builder,
             tls: config.tls.clone().map(TlsAcceptor::from),
             handshake_timeout: config.handshake_timeout,
             accept_proxy_protocol: config.accept_proxy_protocol,
@@ -62,59 +60,85 @@ impl HttpListener {
     }
 }
 
-/// Accepts connections until the task is aborted.
-pub async fn serve_http(listener: HttpListener, socket: TcpListener) {
-    let listener = Arc::new(listener);
+/// Accepts connections on listener `name` until the task is aborted (or the listener is
+/// gone from the snapshot). Each connection uses the settings of the snapshot current when
+/// it was accepted.
+pub async fn serve_http(name: Arc<str>, shared: Arc<Shared>, socket: TcpListener, drain: Drain) {
     loop {
         let (stream, client) = match socket.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(listener = %listener.name, "accept failed: {e}");
+                tracing::warn!(listener = %name, "accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let Some(settings) = shared
+            .snapshot
+            .load()
+            .listeners
+            .get(&*name)
+            .and_then(|l| l.http.clone())
+        else {
+            return;
+        };
         let _ = stream.set_nodelay(true);
-        let listener = listener.clone();
+        let connection = Connection {
+            name: name.clone(),
+            shared: shared.clone(),
+            settings,
+            drain: drain.clone(),
+        };
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(&listener, stream, client).await {
+            let _open = connection.drain.track();
+            if let Err(e) = serve_connection(connection, stream, client).await {
                 tracing::debug!(%client, "connection ended: {e}");
             }
         });
     }
 }
 
+/// What one accepted connection is served with.
+struct Connection {
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    settings: Arc<HttpSettings>,
+    drain: Drain,
+}
+
 /// Serves one accepted connection: PROXY header, TLS handshake, then HTTP.
 async fn serve_connection(
-    listener: &HttpListener,
+    connection: Connection,
     mut stream: TcpStream,
     mut client: SocketAddr,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    if !listener.accept_proxy_protocol && listener.tls.is_none() {
-        return serve_http_on(listener, stream, client, "http").await;
+    let settings = connection.settings.clone();
+    if !settings.accept_proxy_protocol && settings.tls.is_none() {
+        return serve_http_on(connection, stream, client, "http").await;
     }
     let mut prefix = bytes::BytesMut::new();
-    if listener.accept_proxy_protocol {
-        let (source, rest) = read_proxy_header(&mut stream, listener.handshake_timeout).await?;
+    if settings.accept_proxy_protocol {
+        let (source, rest) = read_proxy_header(&mut stream, settings.handshake_timeout).await?;
         client = source.unwrap_or(client);
         prefix = rest;
     }
     let stream = Prefixed::new(prefix, stream);
-    match &listener.tls {
-        None => serve_http_on(listener, stream, client, "http").await,
+    match &settings.tls {
+        None => serve_http_on(connection, stream, client, "http").await,
         Some(acceptor) => {
-            let tls = tokio::time::timeout(listener.handshake_timeout, acceptor.accept(stream))
+            let tls = tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream))
                 .await
                 .map_err(|_| "TLS handshake timed out")??;
-            serve_http_on(listener, tls, client, "https").await
+            serve_http_on(connection, tls, client, "https").await
         }
     }
 }
 
 /// Serves HTTP on `io` (whatever it is layered on) until the client is done.
+/// When the server drains, the connection finishes the request in progress and closes.
 async fn serve_http_on<I>(
-    listener: &HttpListener,
+    connection: Connection,
     io: I,
     client: SocketAddr,
     proto: &'static str,
@@ -122,18 +146,27 @@ async fn serve_http_on<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let context = Arc::new(ConnectionContext::new(
-        listener.shared.clone(),
-        listener.name.clone(),
-        client,
-        proto,
-    ));
+    let Connection {
+        name,
+        shared,
+        settings,
+        mut drain,
+    } = connection;
+    let context = Arc::new(ConnectionContext::new(shared, name, client, proto));
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let context = context.clone();
         async move { Ok::<_, Infallible>(proxy::handle(&context, req).await) }
     });
-    listener
+    let served = settings
         .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .await
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(served);
+    tokio::select! {
+        biased;
+        result = served.as_mut() => result,
+        () = drain.started() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    }
 }

@@ -18,6 +18,7 @@ use super::preface::read_proxy_header;
 use super::proxy_protocol;
 use crate::config::{ListenerConfig, ListenerProtocol, ProxyProtocolVersion};
 use crate::plugin::{ConnectionAction, ConnectionInfo, run_connection_chain};
+use crate::runtime::drain::Drain;
 use crate::runtime::server::Shared;
 use crate::upstream::Upstream;
 use crate::upstream::balancer::Target;
@@ -31,31 +32,22 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// One worker's side of a `tcp` or `tls-passthrough` listener.
-pub struct StreamListener {
-    name: Arc<str>,
-    shared: Arc<Shared>,
+/// The settings of a `tcp` or `tls-passthrough` listener, from the snapshot current when a
+/// connection is accepted.
+struct StreamSettings {
     passthrough: bool,
     accept_proxy_protocol: bool,
     preread_timeout: Duration,
     idle_timeout: Duration,
-    max_connections: usize,
-    /// Connections open on this listener, over all workers.
-    open: Arc<AtomicUsize>,
 }
 
-impl StreamListener {
-    /// Prepares listener `config`; `open` counts its connections across workers.
-    pub fn new(config: &ListenerConfig, shared: Arc<Shared>, open: Arc<AtomicUsize>) -> Self {
-        StreamListener {
-            name: Arc::from(config.name.as_str()),
-            shared,
+impl StreamSettings {
+    fn of(config: &ListenerConfig) -> StreamSettings {
+        StreamSettings {
             passthrough: config.protocol == ListenerProtocol::TlsPassthrough,
             accept_proxy_protocol: config.accept_proxy_protocol,
             preread_timeout: config.preread_timeout,
             idle_timeout: config.idle_timeout,
-            max_connections: config.max_connections,
-            open,
         }
     }
 }
@@ -79,33 +71,43 @@ enum StreamError {
     Pipe(io::Error),
 }
 
-/// Accepts connections until the task is aborted.
-pub async fn serve_stream(listener: StreamListener, socket: TcpListener) {
-    let listener = Arc::new(listener);
+/// Accepts connections on listener `name` until the task is aborted (or the listener is
+/// gone from the snapshot). `open` counts the listener's connections over all workers.
+pub async fn serve_stream(
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    socket: TcpListener,
+    open: Arc<AtomicUsize>,
+    drain: Drain,
+) {
     loop {
         let (stream, client) = match socket.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(listener = %listener.name, "accept failed: {e}");
+                tracing::warn!(listener = %name, "accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let (settings, max_connections) = match shared.snapshot.load().listeners.get(&*name) {
+            Some(l) => (StreamSettings::of(&l.config), l.config.max_connections),
+            None => return,
+        };
         // 1. admit
-        let Some(slot) = OpenSlot::claim(&listener.open, listener.max_connections) else {
-            tracing::warn!(listener = %listener.name, %client, "max_connections reached; closing");
+        let Some(slot) = OpenSlot::claim(&open, max_connections) else {
+            tracing::warn!(listener = %name, %client, "max_connections reached; closing");
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let listener = listener.clone();
+        let (name, shared, guard) = (name.clone(), shared.clone(), drain.track());
         tokio::spawn(async move {
-            let _slot = slot;
-            match serve_connection(&listener, stream, client).await {
+            let _slot = (slot, guard);
+            match serve_connection(&name, &shared, &settings, stream, client).await {
                 Ok(()) => {}
                 Err(e @ (StreamError::Connect(..) | StreamError::Unavailable(_))) => {
-                    tracing::warn!(listener = %listener.name, %client, "{e}");
+                    tracing::warn!(listener = %name, %client, "{e}");
                 }
-                Err(e) => tracing::debug!(listener = %listener.name, %client, "{e}"),
+                Err(e) => tracing::debug!(listener = %name, %client, "{e}"),
             }
         });
     }
@@ -131,7 +133,9 @@ impl Drop for OpenSlot {
 }
 
 async fn serve_connection(
-    listener: &StreamListener,
+    name: &str,
+    shared: &Shared,
+    listener: &StreamSettings,
     mut client_stream: TcpStream,
     mut client: SocketAddr,
 ) -> Result<(), StreamError> {
@@ -159,14 +163,14 @@ async fn serve_connection(
     let server_name = hello.as_ref().and_then(|h| h.server_name.as_deref());
     let info = ConnectionInfo {
         client,
-        listener: &listener.name,
+        listener: name,
         server_name,
         alpn: hello.as_ref().map_or(&[], |h| h.alpn.as_slice()),
     };
 
     // 4. route
-    let snapshot = listener.shared.snapshot.load_full();
-    let Some(routes) = snapshot.streams.get(&*listener.name) else {
+    let snapshot = shared.snapshot.load_full();
+    let Some(routes) = snapshot.streams.get(name) else {
         return Err(StreamError::NoRoute(server_name.map(str::to_owned)));
     };
     let mut upstream: Option<Arc<Upstream>> = match server_name {

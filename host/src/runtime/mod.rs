@@ -1,11 +1,12 @@
 //! Running the proxy: the immutable [`Snapshot`] built from a config, and the [`Server`]
 //! with its worker threads.
 
+pub mod drain;
 pub(crate) mod server;
 mod snapshot;
 
-pub use server::{Server, StartError};
-pub use snapshot::{BuildError, Route, Snapshot};
+pub use server::{Server, Shared, StartError, Status};
+pub use snapshot::{BuildError, ListenerRuntime, PluginRecord, Route, Snapshot};
 
 use std::cell::Cell;
 

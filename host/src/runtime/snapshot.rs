@@ -2,7 +2,8 @@
 //! and loaded plugins. Built whole from a [`Config`] before anything serves with it; the
 //! request path only reads it.
 
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
+use crate::listener::http::HttpSettings;
 use crate::plugin::{LoadedPlugin, PluginError, PluginKind};
 use crate::proxy::router::{HostMap, Router};
 use crate::upstream::Upstream;
@@ -22,6 +23,38 @@ pub struct Snapshot {
     pub plugins: HashMap<String, Arc<LoadedPlugin>>,
     /// Where each `tcp` and `tls-passthrough` listener sends connections, by listener name.
     pub streams: FxHashMap<String, StreamRoutes>,
+    /// Every listener's settings, by name.
+    pub listeners: FxHashMap<String, Arc<ListenerRuntime>>,
+    /// Each plugin's content hash and load time, by name.
+    pub plugin_records: HashMap<String, PluginRecord>,
+    /// The config this snapshot was built from.
+    pub config: Config,
+}
+
+/// Which build of a plugin is serving.
+#[derive(Debug, Clone)]
+pub struct PluginRecord {
+    /// SHA-256 of the `.wasm` file, hex.
+    pub sha256: String,
+    /// When this build was loaded (kept across reloads that do not change it).
+    pub loaded_at: std::time::SystemTime,
+}
+
+/// The SHA-256 of `bytes` in lowercase hex.
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A listener's settings as accept loops read them for each new connection.
+pub struct ListenerRuntime {
+    /// The validated config.
+    pub config: ListenerConfig,
+    /// `http`/`https`: the connection settings (hyper builder, TLS acceptor).
+    pub http: Option<Arc<HttpSettings>>,
 }
 
 /// The routing of one `tcp` or `tls-passthrough` listener.
@@ -62,16 +95,42 @@ pub struct BuildError {
 
 impl Snapshot {
     /// Builds a snapshot: compiles and initialises every plugin, compiles the routes.
-    pub fn build(config: &Config) -> Result<Snapshot, BuildError> {
+    ///
+    /// With the `previous` snapshot (a reload), a plugin whose settings and `.wasm` bytes
+    /// are unchanged is reused as it is (instances and all), and so is an upstream whose
+    /// settings are unchanged (endpoint health, in-flight counts and balancer state).
+    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
         let workers = config.runtime.workers;
         let mut plugins = HashMap::new();
+        let mut plugin_records = HashMap::new();
         for p in &config.plugins {
-            let loaded = LoadedPlugin::load(p, workers).map_err(|error| BuildError {
+            let failed = |error| BuildError {
                 file: config.source.display().to_string(),
                 plugin: p.name.clone(),
                 error,
-            })?;
-            plugins.insert(p.name.clone(), Arc::new(loaded));
+            };
+            let bytes = std::fs::read(&p.wasm)
+                .map_err(|e| failed(PluginError::Read(p.wasm.clone(), e.to_string())))?;
+            let sha256 = hex_sha256(&bytes);
+            let unchanged = previous.and_then(|prev| {
+                let same_config = prev.config.plugins.iter().any(|q| q == p);
+                let record = prev.plugin_records.get(&p.name)?;
+                (same_config && record.sha256 == sha256)
+                    .then(|| (prev.plugins.get(&p.name).cloned(), record.clone()))
+            });
+            let (loaded, record) = match unchanged {
+                Some((Some(loaded), record)) => (loaded, record),
+                _ => {
+                    let loaded = LoadedPlugin::load(p, workers).map_err(failed)?;
+                    let record = PluginRecord {
+                        sha256,
+                        loaded_at: std::time::SystemTime::now(),
+                    };
+                    (Arc::new(loaded), record)
+                }
+            };
+            plugins.insert(p.name.clone(), loaded);
+            plugin_records.insert(p.name.clone(), record);
         }
         // A plugin attached where its world does not fit: filters on routes, connection
         // plugins on stream listeners.
@@ -109,8 +168,24 @@ impl Snapshot {
             .upstreams
             .iter()
             .map(|u| {
-                let upstream = Upstream::new(u, |name| plugins.get(name).cloned());
-                (u.name.clone(), Arc::new(upstream))
+                let reused = previous.and_then(|prev| {
+                    let same_config = prev.config.upstreams.iter().any(|v| v == u);
+                    let same_plugin = match &u.balancer {
+                        crate::config::BalancerConfig::Plugin(name) => prev
+                            .plugins
+                            .get(name)
+                            .zip(plugins.get(name))
+                            .is_some_and(|(a, b)| Arc::ptr_eq(a, b)),
+                        _ => true,
+                    };
+                    (same_config && same_plugin)
+                        .then(|| prev.upstreams.get(&u.name).cloned())
+                        .flatten()
+                });
+                let upstream = reused.unwrap_or_else(|| {
+                    Arc::new(Upstream::new(u, |name| plugins.get(name).cloned()))
+                });
+                (u.name.clone(), upstream)
             })
             .collect();
 
@@ -161,12 +236,27 @@ impl Snapshot {
                 },
             );
         }
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let http = l.protocol.is_http().then(|| Arc::new(HttpSettings::new(l)));
+                let runtime = ListenerRuntime {
+                    config: l.clone(),
+                    http,
+                };
+                (l.name.clone(), Arc::new(runtime))
+            })
+            .collect();
         Ok(Snapshot {
             routes,
             routers,
             upstreams,
             plugins,
             streams,
+            listeners,
+            plugin_records,
+            config: config.clone(),
         })
     }
 

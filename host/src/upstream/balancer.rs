@@ -91,17 +91,17 @@ impl Balancer {
         }
     }
 
-    /// Picks the index of a usable endpoint, or `None` if there is none (or a fail-closed
-    /// balancer plugin failed).
+    /// Picks the index of a usable endpoint: `Err` when a fail-closed balancer plugin
+    /// failed, `Ok(None)` when no endpoint is usable.
     pub fn pick(
         &self,
         endpoints: &[Arc<Endpoint>],
         target: &Target<'_>,
         usable: &dyn Fn(usize) -> bool,
         slow_start: Option<Duration>,
-    ) -> Option<usize> {
+    ) -> Result<Option<usize>, BalancerFailed> {
         let n = endpoints.len();
-        match self {
+        Ok(match self {
             Balancer::RoundRobin(next) => round_robin(next, n, usable),
             Balancer::Weighted(current) => {
                 let now = now_ms();
@@ -169,11 +169,10 @@ impl Balancer {
                 let now = now_ms();
                 let infos: Vec<EndpointInfo> = endpoints
                     .iter()
-                    .enumerate()
-                    .map(|(i, e)| EndpointInfo {
+                    .map(|e| EndpointInfo {
                         address: e.address,
                         weight: e.effective_weight(now, slow_start),
-                        healthy: usable(i),
+                        healthy: e.is_healthy(now),
                         draining: e.is_draining(),
                         in_flight: e.in_flight(),
                         ewma_latency_micros: e.ewma_micros(),
@@ -191,7 +190,7 @@ impl Balancer {
                     Err(failure) => match plugin.on_error {
                         crate::config::OnError::FailClosed => {
                             tracing::error!(plugin = %plugin.name, "balancer failed (fail-closed): {failure}");
-                            return None;
+                            return Err(BalancerFailed);
                         }
                         crate::config::OnError::FailOpen => {
                             tracing::warn!(plugin = %plugin.name, "balancer failed, round-robin instead (fail-open): {failure}");
@@ -204,9 +203,13 @@ impl Balancer {
                     None => round_robin(fallback, n, usable),
                 }
             }
-        }
+        })
     }
 }
+
+/// A fail-closed balancer plugin failed: the request gets no endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct BalancerFailed;
 
 /// The next of the usable endpoints in turn: the cursor counts over the usable ones, so
 /// an unusable endpoint's share spreads evenly over the others.
@@ -358,7 +361,7 @@ mod tests {
         };
         let mut counts = vec![0; endpoints.len()];
         for _ in 0..picks {
-            counts[balancer.pick(endpoints, &target, usable, None).unwrap()] += 1;
+            counts[balancer.pick(endpoints, &target, usable, None).unwrap().unwrap()] += 1;
         }
         counts
     }
@@ -384,7 +387,7 @@ mod tests {
         };
         let b = Balancer::new(&BalancerConfig::Weighted, &e, |_| None);
         let seq: Vec<usize> = (0..7)
-            .map(|_| b.pick(&e, &target, &|_| true, None).unwrap())
+            .map(|_| b.pick(&e, &target, &|_| true, None).unwrap().unwrap())
             .collect();
         assert_eq!(seq, [0, 0, 1, 0, 2, 0, 0]);
     }

@@ -87,6 +87,9 @@ pub enum Unavailable {
     /// Every available endpoint is at `max_conns`, and the queue timed out (503).
     #[error("every available endpoint is at max_conns")]
     AtCapacity,
+    /// The upstream's fail-closed balancer plugin failed (503).
+    #[error("the balancer plugin failed")]
+    BalancerFailed,
 }
 
 /// An endpoint chosen for one attempt, counted in flight until dropped.
@@ -178,11 +181,12 @@ impl Upstream {
         let index = match index {
             Some(i) => i,
             None => match self.balancer.pick(&self.endpoints, target, &usable, self.slow_start) {
-                Some(i) => i,
-                None if (0..self.endpoints.len()).any(available) => {
+                Ok(Some(i)) => i,
+                Err(balancer::BalancerFailed) => return Err(Unavailable::BalancerFailed),
+                Ok(None) if (0..self.endpoints.len()).any(available) => {
                     return Err(Unavailable::AtCapacity);
                 }
-                None => return Err(Unavailable::AllDown),
+                Ok(None) => return Err(Unavailable::AllDown),
             },
         };
         Ok(Chosen {
