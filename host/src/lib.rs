@@ -26,10 +26,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod l4;
 pub mod listener;
+pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod runtime;

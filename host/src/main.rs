@@ -37,18 +37,28 @@ enum Command {
     Demo,
 }
 
+/// Sets up logging: `RUST_LOG` if set, else the config's level; text or JSON lines on stderr.
+fn init_logs(log: &maitred::config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        maitred::config::LogFormat::Text => logs.try_init(),
+        maitred::config::LogFormat::Json => logs.json().try_init(),
+    };
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Check { config } => maitred::check(&config)
-            .map(|summary| println!("{summary}"))
-            .map_err(anyhow::Error::from),
+        Command::Check { config } => {
+            init_logs(&maitred::config::LogConfig::default());
+            maitred::check(&config)
+                .map(|summary| println!("{summary}"))
+                .map_err(anyhow::Error::from)
+        }
         Command::Run {
             config: Some(config),
         } => run(&config),
@@ -98,21 +108,38 @@ fn demo() -> Result<()> {
     serve(config)
 }
 
-/// Starts the server and blocks until SIGINT or SIGTERM.
+/// Starts the server and serves until SIGINT or SIGTERM (then shuts down gracefully);
+/// SIGHUP reloads the config file.
 fn serve(config: maitred::Config) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    init_logs(&config.log);
+    let grace = config.runtime.shutdown_grace;
     let server = maitred::Server::start(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // This thread only waits for signals, so it may block on the reload;
+                    // errors are logged and recorded in /status by reload itself.
+                    let _ = server.reload();
+                }
+            }
         }
         anyhow::Ok(())
     })?;
-    tracing::info!("shutting down");
+    tracing::info!(grace = ?grace, "shutting down: no new connections, finishing open ones");
+    let cut = server.shutdown_gracefully(grace);
+    if cut > 0 {
+        tracing::warn!("grace period over: closing {cut} connection(s)");
+    }
     server.shutdown();
     Ok(())
 }

@@ -35,13 +35,62 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Plugins, sorted by name.
     pub plugins: Vec<PluginConfig>,
+    /// The admin API, if enabled.
+    pub admin: Option<AdminConfig>,
+    /// Logging.
+    pub log: LogConfig,
 }
 
 /// `[runtime]`: process-wide settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeConfig {
     /// Worker threads, each running its own single-threaded event loop.
     pub workers: usize,
+    /// How long a graceful shutdown (SIGTERM, SIGINT) lets open connections finish.
+    pub shutdown_grace: Duration,
+    /// Reload when the config file or a plugin's `.wasm` file changes.
+    pub watch: bool,
+}
+
+/// `[admin]`: the admin API's listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Where it listens (loopback unless a token is set).
+    pub listen: SocketAddr,
+    /// Bearer token every request must carry (required off loopback).
+    pub token: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// Line format of logs (and access logs).
+    pub format: LogFormat,
+    /// Level filter (`RUST_LOG` syntax), unless `RUST_LOG` is set.
+    pub level: String,
+    /// Where access log lines go: `"stderr"`, `"stdout"` or a file path; `None`: off.
+    pub access: Option<String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access: None,
+        }
+    }
 }
 
 /// A listener's protocol.
@@ -516,9 +565,35 @@ impl Validator<'_> {
             });
         }
 
+        let admin = match &raw.admin {
+            Some(a) => {
+                let listen = self.address(&a.listen, "admin.listen")?;
+                if !listen.ip().is_loopback() && a.token.as_deref().is_none_or(str::is_empty) {
+                    return self.err(a.listen.span(), "admin.listen", "a non-loopback admin address needs `token = \"...\"` (sent as `Authorization: Bearer ...`)");
+                }
+                Some(AdminConfig {
+                    listen,
+                    token: a.token.clone().filter(|t| !t.is_empty()),
+                })
+            }
+            None => None,
+        };
         Ok(Config {
             source: self.file.to_path_buf(),
-            runtime: RuntimeConfig { workers },
+            runtime: RuntimeConfig {
+                workers,
+                shutdown_grace: raw
+                    .runtime
+                    .shutdown_grace
+                    .map_or(Duration::from_secs(30), |d| d.0),
+                watch: raw.runtime.watch.unwrap_or(false),
+            },
+            admin,
+            log: LogConfig {
+                format: raw.log.format.unwrap_or_default(),
+                level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
+                access: raw.log.access.clone().filter(|a| a != "off"),
+            },
             listeners,
             routes,
             upstreams,

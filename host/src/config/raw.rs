@@ -23,12 +23,32 @@ pub(super) struct RawConfig {
     pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default, rename = "plugin")]
     pub plugins: BTreeMap<String, RawPlugin>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub log: RawLog,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRuntime {
     pub workers: Option<Spanned<usize>>,
+    pub shutdown_grace: Option<DurationStr>,
+    pub watch: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub listen: Spanned<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub format: Option<super::LogFormat>,
+    pub level: Option<String>,
+    pub access: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

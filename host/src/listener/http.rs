@@ -64,6 +64,7 @@ impl HttpSettings {
 /// gone from the snapshot). Each connection uses the settings of the snapshot current when
 /// it was accepted.
 pub async fn serve_http(name: Arc<str>, shared: Arc<Shared>, socket: TcpListener, drain: Drain) {
+    let open = crate::metrics::open_connections(&name);
     loop {
         let (stream, client) = match socket.accept().await {
             Ok(accepted) => accepted,
@@ -90,11 +91,14 @@ pub async fn serve_http(name: Arc<str>, shared: Arc<Shared>, socket: TcpListener
             settings,
             drain: drain.clone(),
         };
+        let open = open.clone();
         tokio::spawn(async move {
-            let _open = connection.drain.track();
+            let _tracked = connection.drain.track();
+            open.increment(1.0);
             if let Err(e) = serve_connection(connection, stream, client).await {
                 tracing::debug!(%client, "connection ended: {e}");
             }
+            open.decrement(1.0);
         });
     }
 }

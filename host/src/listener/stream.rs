@@ -80,6 +80,7 @@ pub async fn serve_stream(
     open: Arc<AtomicUsize>,
     drain: Drain,
 ) {
+    let open_gauge = crate::metrics::open_connections(&name);
     loop {
         let (stream, client) = match socket.accept().await {
             Ok(accepted) => accepted,
@@ -100,6 +101,8 @@ pub async fn serve_stream(
         };
         let _ = stream.set_nodelay(true);
         let (name, shared, guard) = (name.clone(), shared.clone(), drain.track());
+        let gauge = open_gauge.clone();
+        gauge.increment(1.0);
         tokio::spawn(async move {
             let _slot = (slot, guard);
             match serve_connection(&name, &shared, &settings, stream, client).await {
@@ -109,6 +112,7 @@ pub async fn serve_stream(
                 }
                 Err(e) => tracing::debug!(listener = %name, %client, "{e}"),
             }
+            gauge.decrement(1.0);
         });
     }
 }
@@ -241,6 +245,7 @@ async fn connect(
             }
             Err(e) => {
                 upstream.record_failure(chosen.index);
+                upstream.metrics.connect_errors.increment(1);
                 tried.push(chosen.index);
                 if tried.len() > upstream.retries as usize || tried.len() >= upstream.endpoints.len() {
                     return Err(StreamError::Connect(endpoint, e));

@@ -93,6 +93,8 @@ pub struct LoadedPlugin {
     engine: &'static PluginEngine,
     /// Idle initialised instances, one pool per worker thread.
     pools: Box<[Mutex<Vec<PluginInstance>>]>,
+    /// Call counts, failures and call time.
+    metrics: crate::metrics::PluginMetrics,
 }
 
 /// One instantiated, initialised plugin and its store.
@@ -160,6 +162,7 @@ impl LoadedPlugin {
             pools: (0..workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
+            metrics: crate::metrics::PluginMetrics::new(&config.name),
         };
         let (first, phases) = plugin.instantiate().map_err(|f| match f {
             PluginFailure::Init(message) => PluginError::Init(message),
@@ -225,7 +228,7 @@ impl LoadedPlugin {
         let store = &mut instance.store;
         store.data_mut().request = Some(view);
         store.set_epoch_deadline(self.call_ticks);
-        let result = contain(|| filter.call_on_request(&mut *store, Resource::new_borrow(0)));
+        let result = self.observe(|| filter.call_on_request(&mut *store, Resource::new_borrow(0)));
         let view = store
             .data_mut()
             .request
@@ -250,7 +253,7 @@ impl LoadedPlugin {
         let store = &mut instance.store;
         store.data_mut().response = Some(view);
         store.set_epoch_deadline(self.call_ticks);
-        let result = contain(|| filter.call_on_response(&mut *store, Resource::new_borrow(0)));
+        let result = self.observe(|| filter.call_on_response(&mut *store, Resource::new_borrow(0)));
         let view = store
             .data_mut()
             .response
@@ -277,7 +280,7 @@ impl LoadedPlugin {
         };
         let store = &mut instance.store;
         store.set_epoch_deadline(self.call_ticks);
-        let action = contain(|| exports.call_on_connect(&mut *store, &info.to_wit()))?;
+        let action = self.observe(|| exports.call_on_connect(&mut *store, &info.to_wit()))?;
         self.release(instance);
         Ok(action.into())
     }
@@ -313,12 +316,12 @@ impl LoadedPlugin {
             BalanceTarget::Request { parts, client } => {
                 PluginState::lend_request(store, parts, client, |store| {
                     let target = BalanceTarget::wit_request();
-                    contain(|| exports.call_pick(&mut *store, &target, &list))
+                    self.observe(|| exports.call_pick(&mut *store, &target, &list))
                 })
             }
             BalanceTarget::Connection(info) => {
                 let target = BalanceTarget::wit_connection(info);
-                contain(|| exports.call_pick(&mut *store, &target, &list))
+                self.observe(|| exports.call_pick(&mut *store, &target, &list))
             }
         }?;
         let picked = match picked {
@@ -368,6 +371,23 @@ impl LoadedPlugin {
             }
         };
         Ok((PluginInstance { store, exports }, phases))
+    }
+}
+
+impl LoadedPlugin {
+    /// Runs one call into the plugin under [`contain`], counting it, its time and how it
+    /// failed in the plugin's metrics.
+    fn observe<T>(&self, call: impl FnOnce() -> wasmtime::Result<T>) -> Result<T, PluginFailure> {
+        let started = std::time::Instant::now();
+        let result = contain(call);
+        self.metrics.calls.increment(1);
+        self.metrics.duration.record(started.elapsed().as_secs_f64());
+        match &result {
+            Err(PluginFailure::Timeout) => self.metrics.timeouts.increment(1),
+            Err(PluginFailure::Trap(_) | PluginFailure::MemoryLimit) => self.metrics.traps.increment(1),
+            _ => {}
+        }
+        result
     }
 }
 

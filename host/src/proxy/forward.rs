@@ -52,6 +52,7 @@ pub async fn forward(
         let chosen = match chosen {
             Ok(chosen) => chosen,
             Err(e) => {
+                upstream.metrics.unavailable.increment(1);
                 let status = match (&e, tried.is_empty()) {
                     // Retries ran out of endpoints: report the last failure's kind.
                     (Unavailable::AllDown, false) => StatusCode::BAD_GATEWAY,
@@ -90,6 +91,12 @@ pub async fn forward(
             }
             Err(e) => {
                 upstream.record_failure(chosen.index);
+                if matches!(
+                    e,
+                    ForwardError::Connect(..) | ForwardError::ConnectTimeout(_) | ForwardError::Tls(..)
+                ) {
+                    upstream.metrics.connect_errors.increment(1);
+                }
                 let status = match e {
                     ForwardError::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
                     _ => StatusCode::BAD_GATEWAY,
@@ -108,6 +115,7 @@ pub async fn forward(
                     });
                 };
                 tracing::info!(upstream = %upstream.name, %endpoint, "retrying on another endpoint: {e}");
+                upstream.metrics.retries.increment(1);
                 tried.push(chosen.index);
                 parts = head.into_parts();
                 body = replayed;

@@ -26,6 +26,7 @@ pub use headers::{request_authority, rewrite_path_and_query};
 
 use crate::plugin::{RequestView, ResponseView};
 use crate::runtime::server::Shared;
+use crate::runtime::{Route, Snapshot};
 use crate::upstream::RequestBody;
 use filters::ChainRun;
 use headers::Forwarding;
@@ -75,7 +76,7 @@ pub async fn handle(conn: &ConnectionContext, mut req: Request<Incoming>) -> Res
     let started = Instant::now();
     let snapshot = conn.shared.snapshot.load_full();
     let client_upgrade = upgrade::Requested::take(&mut req);
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
 
     // 1. validate
     if let Err(rejection) = headers::validate_request(&parts) {
@@ -90,6 +91,24 @@ pub async fn handle(conn: &ConnectionContext, mut req: Request<Incoming>) -> Res
         return responses::error(StatusCode::NOT_FOUND);
     };
 
+    let method = parts.method.clone();
+    let response = proxy_on_route(conn, &snapshot, route, parts, body, client_upgrade, started).await;
+    route
+        .metrics
+        .record(&method, response.status(), started.elapsed());
+    response
+}
+
+/// Phases 3 to 7 of a request that matched `route`.
+async fn proxy_on_route(
+    conn: &ConnectionContext,
+    snapshot: &Snapshot,
+    route: &Route,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    client_upgrade: Option<upgrade::Requested>,
+    started: Instant,
+) -> Response<ProxyBody> {
     // 3. request filters
     let mut chain = ChainRun::new(route);
     let mut upstream = &route.upstream;
@@ -100,7 +119,7 @@ pub async fn handle(conn: &ConnectionContext, mut req: Request<Incoming>) -> Res
             upstream: upstream.name.clone(),
             upstream_override: None,
         };
-        match chain.on_request(&snapshot, view) {
+        match chain.on_request(snapshot, view) {
             Ok(view) => {
                 if let Some(name) = &view.upstream_override {
                     upstream = &snapshot.upstreams[name];

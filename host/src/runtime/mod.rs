@@ -4,6 +4,7 @@
 pub mod drain;
 pub(crate) mod server;
 mod snapshot;
+pub mod watch;
 
 pub use server::{Server, Shared, StartError, Status};
 pub use snapshot::{BuildError, ListenerRuntime, PluginRecord, Route, Snapshot};

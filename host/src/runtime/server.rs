@@ -53,8 +53,17 @@ pub struct Status {
     pub reload_failures: u64,
 }
 
-/// A running proxy.
+/// A running proxy. Dropping it stops it.
 pub struct Server {
+    core: Arc<ServerCore>,
+    /// The admin API, when `[admin]` is configured.
+    admin: Option<crate::admin::AdminServer>,
+    /// The config file watcher, with `[runtime] watch = true`.
+    watcher: Option<super::watch::ConfigWatcher>,
+}
+
+/// The running proxy itself, shared with the admin API.
+pub struct ServerCore {
     shared: Arc<Shared>,
     workers: Vec<Worker>,
     /// Bound listeners by name.
@@ -115,9 +124,93 @@ pub enum StartError {
 }
 
 impl Server {
-    /// Builds the snapshot, binds every listener and starts the workers. Returns once the
-    /// listeners accept connections.
+    /// Builds the snapshot, binds every listener, starts the workers and (if configured)
+    /// the admin API. Returns once the listeners accept connections.
     pub fn start(config: Config) -> Result<Server, StartError> {
+        let metrics = config.admin.as_ref().and_then(|_| crate::metrics::install());
+        let admin_config = config.admin.clone();
+        let watch = config.runtime.watch;
+        let core = Arc::new(ServerCore::start(config)?);
+        let watcher = match watch {
+            true => Some(super::watch::ConfigWatcher::start(&core).map_err(|e| {
+                StartError::Worker(std::io::Error::other(format!("cannot watch the config files: {e}")))
+            })?),
+            false => None,
+        };
+        let admin = match admin_config {
+            Some(admin) => Some(
+                crate::admin::AdminServer::start(&admin, core.clone(), metrics).map_err(|error| {
+                    StartError::Bind {
+                        name: "admin".into(),
+                        addr: admin.listen,
+                        error,
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Server {
+            core,
+            admin,
+            watcher,
+        })
+    }
+
+    /// The address listener `name` is bound to (useful with port 0); `"admin"` for the
+    /// admin API.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        match (name, &self.admin) {
+            ("admin", Some(admin)) => Some(admin.local_addr()),
+            _ => self.core.local_addr(name),
+        }
+    }
+
+    /// The snapshot new requests are served with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.core.snapshot()
+    }
+
+    /// Client connections open now, over all listeners.
+    pub fn open_connections(&self) -> usize {
+        self.core.open_connections()
+    }
+
+    /// Reloads the config file (see [`ServerCore::reload`]).
+    pub fn reload(&self) -> Result<u64, StartError> {
+        self.core.reload()
+    }
+
+    /// The config version, load time and last reload error.
+    pub fn status(&self) -> Status {
+        lock(&self.core.shared.status).clone()
+    }
+
+    /// Graceful shutdown (see [`ServerCore::shutdown_gracefully`]).
+    pub fn shutdown_gracefully(&self, grace: Duration) -> usize {
+        self.core.shutdown_gracefully(grace)
+    }
+
+    /// Stops accepting, closes connections and waits for the workers to end.
+    pub fn shutdown(self) {
+        self.core.stop_workers();
+    }
+
+    /// Blocks until the workers end (they end when the server is shut down elsewhere).
+    pub fn wait(&self) {
+        self.core.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.watcher = None;
+        self.admin = None;
+        self.core.stop_workers();
+    }
+}
+
+impl ServerCore {
+    fn start(config: Config) -> Result<ServerCore, StartError> {
         let started = Instant::now();
         let snapshot = Snapshot::build(&config, None)?;
         let health = HealthChecks::start(snapshot.upstreams.values().cloned().collect())
@@ -155,7 +248,7 @@ impl Server {
                 thread: Mutex::new(Some(thread)),
             });
         }
-        let server = Server {
+        let server = ServerCore {
             shared,
             workers,
             listeners: Mutex::new(HashMap::new()),
@@ -198,6 +291,7 @@ impl Server {
         let mut status = lock(&self.shared.status);
         match result {
             Ok(()) => {
+                crate::metrics::reloads(true).increment(1);
                 status.version += 1;
                 status.reloads += 1;
                 status.loaded_at = SystemTime::now();
@@ -206,6 +300,7 @@ impl Server {
                 Ok(status.version)
             }
             Err(e) => {
+                crate::metrics::reloads(false).increment(1);
                 status.reload_failures += 1;
                 status.last_error = Some((SystemTime::now(), e.to_string()));
                 tracing::error!("reload failed, the previous configuration keeps serving: {e}");
@@ -328,12 +423,7 @@ impl Server {
         waited
     }
 
-    /// Stops accepting, closes connections and waits for the workers to end.
-    pub fn shutdown(self) {
-        self.stop_workers();
-    }
-
-    /// Blocks until the workers end (they end when the server is shut down elsewhere).
+    /// Blocks until the workers end.
     pub fn wait(&self) {
         for worker in &self.workers {
             if let Some(thread) = lock(&worker.thread).take() {
@@ -342,16 +432,11 @@ impl Server {
         }
     }
 
-    fn stop_workers(&self) {
+    /// Stops the workers (cutting open connections) and the health checks.
+    pub fn stop_workers(&self) {
         let _ = self.stop.send(true);
         *lock(&self.health) = None;
         self.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop_workers();
     }
 }
 

@@ -78,6 +78,8 @@ pub struct Route {
     pub request_plugins: Vec<usize>,
     /// Indexes into `plugins` of those that want responses, in reverse order.
     pub response_plugins: Vec<usize>,
+    /// Request counters and latency, labelled `route[INDEX]`.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 /// A snapshot could not be built: a plugin failed to load.
@@ -200,6 +202,7 @@ impl Snapshot {
                 r.plugins.iter().map(|name| plugins[name].clone()).collect();
             routes.push(Route {
                 index,
+                metrics: crate::metrics::RouteMetrics::new(&format!("route[{index}]")),
                 upstream: upstreams[&r.upstream].clone(),
                 request_plugins: (0..chain.len())
                     .filter(|&i| chain[i].wants_request())

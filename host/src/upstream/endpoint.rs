@@ -83,6 +83,11 @@ impl Endpoint {
         self.ewma_micros.load(Ordering::Relaxed)
     }
 
+    /// Failures counted in the current passive-health window.
+    pub fn recent_failures(&self) -> u32 {
+        self.fails.load(Ordering::Relaxed)
+    }
+
     /// Whether it is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)

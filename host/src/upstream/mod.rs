@@ -63,6 +63,8 @@ pub struct Upstream {
     retries_in_flight: Arc<AtomicU32>,
     /// Woken when a request ends, for requests queued by `max_conns`.
     freed: Arc<Notify>,
+    /// Connect errors, retries and unavailability counters.
+    pub metrics: crate::metrics::UpstreamMetrics,
 }
 
 /// Timeouts and keep-alive limits of one upstream.
@@ -138,6 +140,7 @@ impl Upstream {
             requests_in_flight: Arc::new(AtomicU32::new(0)),
             retries_in_flight: Arc::new(AtomicU32::new(0)),
             freed: Arc::new(Notify::new()),
+            metrics: crate::metrics::UpstreamMetrics::new(&config.name),
         }
     }
 
