@@ -26,6 +26,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;

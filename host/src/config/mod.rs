@@ -81,6 +81,8 @@ pub struct LogConfig {
     pub level: String,
     /// Where access log lines go: `"stderr"`, `"stdout"` or a file path; `None`: off.
     pub access: Option<String>,
+    /// The access log line template (see [`crate::access_log`]).
+    pub access_format: String,
 }
 
 impl Default for LogConfig {
@@ -89,6 +91,7 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
             access: None,
+            access_format: crate::access_log::DEFAULT_FORMAT.into(),
         }
     }
 }
@@ -593,6 +596,11 @@ impl Validator<'_> {
                 format: raw.log.format.unwrap_or_default(),
                 level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
                 access: raw.log.access.clone().filter(|a| a != "off"),
+                access_format: raw
+                    .log
+                    .access_format
+                    .clone()
+                    .unwrap_or_else(|| crate::access_log::DEFAULT_FORMAT.into()),
             },
             listeners,
             routes,

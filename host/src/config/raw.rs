@@ -49,6 +49,7 @@ pub(super) struct RawLog {
     pub format: Option<super::LogFormat>,
     pub level: Option<String>,
     pub access: Option<String>,
+    pub access_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

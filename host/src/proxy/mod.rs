@@ -24,6 +24,7 @@ pub mod upgrade;
 pub use body::ProxyBody;
 pub use headers::{request_authority, rewrite_path_and_query};
 
+use crate::access_log::{self, AccessRecord};
 use crate::plugin::{RequestView, ResponseView};
 use crate::runtime::server::Shared;
 use crate::runtime::{Route, Snapshot};
@@ -34,7 +35,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 /// What every request on one client connection shares.
 pub struct ConnectionContext {
@@ -72,8 +73,49 @@ impl ConnectionContext {
 }
 
 /// Serves one request. Never fails: every problem becomes a small error response.
-pub async fn handle(conn: &ConnectionContext, mut req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
+    let logged = access_log::enabled().then(|| {
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        (SystemTime::now(), req.method().clone(), path.to_owned())
+    });
+    let mut trace = Trace::default();
+    let mut response = serve(conn, req, started, &mut trace).await;
+    if let Some((time, method, path)) = logged {
+        let record = AccessRecord {
+            time,
+            client: conn.client,
+            method,
+            path,
+            status: response.status().as_u16(),
+            bytes: 0,
+            duration: Duration::ZERO,
+            route: trace.route,
+            upstream: trace.upstream.as_deref().unwrap_or_default().to_owned(),
+            endpoint: trace.endpoint,
+            plugin_time: trace.plugin_time,
+        };
+        response.body_mut().log_when_done(record, started);
+    }
+    response
+}
+
+/// What the access log records about how a request was served.
+#[derive(Default)]
+struct Trace {
+    route: Option<usize>,
+    upstream: Option<Arc<str>>,
+    endpoint: Option<SocketAddr>,
+    plugin_time: Duration,
+}
+
+/// Phases 1 to 7 (see the module docs).
+async fn serve(
+    conn: &ConnectionContext,
+    mut req: Request<Incoming>,
+    started: Instant,
+    trace: &mut Trace,
+) -> Response<ProxyBody> {
     let snapshot = conn.shared.snapshot.load_full();
     let client_upgrade = upgrade::Requested::take(&mut req);
     let (parts, body) = req.into_parts();
@@ -91,8 +133,10 @@ pub async fn handle(conn: &ConnectionContext, mut req: Request<Incoming>) -> Res
         return responses::error(StatusCode::NOT_FOUND);
     };
 
+    trace.route = Some(route.index);
     let method = parts.method.clone();
-    let response = proxy_on_route(conn, &snapshot, route, parts, body, client_upgrade, started).await;
+    let response =
+        proxy_on_route(conn, &snapshot, route, parts, body, client_upgrade, started, trace).await;
     route
         .metrics
         .record(&method, response.status(), started.elapsed());
@@ -108,18 +152,22 @@ async fn proxy_on_route(
     body: Incoming,
     client_upgrade: Option<upgrade::Requested>,
     started: Instant,
+    trace: &mut Trace,
 ) -> Response<ProxyBody> {
     // 3. request filters
     let mut chain = ChainRun::new(route);
     let mut upstream = &route.upstream;
     if !route.request_plugins.is_empty() {
+        let plugins_started = Instant::now();
         let view = RequestView {
             parts,
             client: conn.client,
             upstream: upstream.name.clone(),
             upstream_override: None,
         };
-        match chain.on_request(snapshot, view) {
+        let filtered = chain.on_request(snapshot, view);
+        trace.plugin_time += plugins_started.elapsed();
+        match filtered {
             Ok(view) => {
                 if let Some(name) = &view.upstream_override {
                     upstream = &snapshot.upstreams[name];
@@ -129,6 +177,7 @@ async fn proxy_on_route(
             Err(answer) => return *answer,
         }
     }
+    trace.upstream = Some(upstream.name.clone());
 
     // 4-5. choose an endpoint and forward (retrying elsewhere when safe)
     let Ok(body) = RequestBody::prefetch(body).await else {
@@ -154,6 +203,7 @@ async fn proxy_on_route(
     };
     let (endpoint, sticky_cookie, response) =
         (forwarded.endpoint, forwarded.sticky_cookie, forwarded.response);
+    trace.endpoint = Some(endpoint);
     let (response, switched) = match client_upgrade {
         Some(requested) => requested.accept(response),
         None => (response, None),
@@ -170,7 +220,10 @@ async fn proxy_on_route(
 
     // 6. response filters
     if !route.response_plugins.is_empty() {
-        match chain.on_response(ResponseView { parts }) {
+        let plugins_started = Instant::now();
+        let filtered = chain.on_response(ResponseView { parts });
+        trace.plugin_time += plugins_started.elapsed();
+        match filtered {
             Ok(view) => parts = view.parts,
             Err(answer) => return *answer,
         }
@@ -182,5 +235,5 @@ async fn proxy_on_route(
         status = parts.status.as_u16(), micros = started.elapsed().as_micros() as u64, upgraded,
         "proxied"
     );
-    Response::from_parts(parts, ProxyBody::Upstream(body))
+    Response::from_parts(parts, ProxyBody::upstream(body))
 }

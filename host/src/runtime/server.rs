@@ -128,6 +128,10 @@ impl Server {
     /// the admin API. Returns once the listeners accept connections.
     pub fn start(config: Config) -> Result<Server, StartError> {
         let metrics = config.admin.as_ref().and_then(|_| crate::metrics::install());
+        if let Some(target) = &config.log.access {
+            crate::access_log::start(target, &config.log.access_format, config.log.format)
+                .map_err(|e| StartError::Worker(std::io::Error::other(format!("access log {target}: {e}"))))?;
+        }
         let admin_config = config.admin.clone();
         let watch = config.runtime.watch;
         let core = Arc::new(ServerCore::start(config)?);
