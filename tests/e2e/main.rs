@@ -3,6 +3,7 @@
 
 mod admin;
 mod balancer_plugins;
+mod balancing;
 mod check;
 mod connection_plugins;
 mod l4;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod l4;
+pub mod lb;
 pub mod ops;
 pub mod tls;
 pub mod ws;
