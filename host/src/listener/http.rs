@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 /// The settings of an HTTP or HTTPS listener, built with each snapshot (so a reload changes
@@ -65,6 +66,10 @@ impl HttpSettings {
 /// it was accepted.
 pub async fn serve_http(name: Arc<str>, shared: Arc<Shared>, socket: TcpListener, drain: Drain) {
     let open = crate::metrics::open_connections(&name);
+    // When this loop ends (the listener was removed or replaced by a reload, or the server
+    // stops), its connections finish their current request and close.
+    let (closing, closed) = watch::channel(false);
+    let _close_on_drop = CloseOnDrop(closing);
     loop {
         let (stream, client) = match socket.accept().await {
             Ok(accepted) => accepted,
@@ -90,6 +95,7 @@ pub async fn serve_http(name: Arc<str>, shared: Arc<Shared>, socket: TcpListener
             shared: shared.clone(),
             settings,
             drain: drain.clone(),
+            listener_closed: closed.clone(),
         };
         let open = open.clone();
         tokio::spawn(async move {
@@ -109,6 +115,17 @@ struct Connection {
     shared: Arc<Shared>,
     settings: Arc<HttpSettings>,
     drain: Drain,
+    /// Becomes true when the listener's accept loop ends.
+    listener_closed: watch::Receiver<bool>,
+}
+
+/// Tells a listener's connections that it has closed, when dropped.
+struct CloseOnDrop(watch::Sender<bool>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
 }
 
 /// Serves one accepted connection: PROXY header, TLS handshake, then HTTP.
@@ -155,6 +172,7 @@ where
         shared,
         settings,
         mut drain,
+        mut listener_closed,
     } = connection;
     let context = Arc::new(ConnectionContext::new(shared, name, client, proto));
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -169,6 +187,10 @@ where
         biased;
         result = served.as_mut() => result,
         () = drain.started() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+        () = async { let _ = listener_closed.wait_for(|closed| *closed).await; } => {
             served.as_mut().graceful_shutdown();
             served.await
         }

@@ -67,6 +67,11 @@ pub enum Balancer {
 }
 
 impl Balancer {
+    /// Whether this is plain round-robin (whose retries take their own turns).
+    pub fn is_round_robin(&self) -> bool {
+        matches!(self, Balancer::RoundRobin(_))
+    }
+
     /// The balancer `config` describes, for `endpoints`; `plugin` resolves `plugin:NAME`.
     pub fn new(
         config: &BalancerConfig,
@@ -155,9 +160,24 @@ impl Balancer {
                     len => {
                         let a = fastrand::usize(..len);
                         let b = (a + 1 + fastrand::usize(..len - 1)) % len;
+                        // An endpoint without a latency sample yet counts as average, not
+                        // as the fastest (a backend that hangs from the start has none).
+                        let sampled: Vec<u64> = candidates
+                            .iter()
+                            .map(|&i| endpoints[i].ewma_micros())
+                            .filter(|&l| l > 0)
+                            .collect();
+                        let average = match sampled.len() {
+                            0 => 1,
+                            k => sampled.iter().sum::<u64>() / k as u64,
+                        };
                         let score = |i: usize| {
                             let e = &endpoints[i];
-                            (f64::from(e.in_flight()) + 1.0) * (e.ewma_micros().max(1) as f64)
+                            let latency = match e.ewma_micros() {
+                                0 => average,
+                                l => l,
+                            };
+                            (f64::from(e.in_flight()) + 1.0) * (latency.max(1) as f64)
                                 / f64::from(e.effective_weight(now, slow_start))
                         };
                         let (a, b) = (candidates[a], candidates[b]);
@@ -213,7 +233,7 @@ pub struct BalancerFailed;
 
 /// The next of the usable endpoints in turn: the cursor counts over the usable ones, so
 /// an unusable endpoint's share spreads evenly over the others.
-fn round_robin(next: &AtomicUsize, n: usize, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+pub(crate) fn round_robin(next: &AtomicUsize, n: usize, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
     let turn = next.fetch_add(1, Ordering::Relaxed);
     if usable(turn % n) && (0..n).all(usable) {
         return Some(turn % n);
