@@ -152,13 +152,29 @@ impl Upstream {
     /// endpoint if it is usable, else the balancer's pick. With `max_conns`, waits up to
     /// the queue timeout for an endpoint to free up.
     pub async fn choose(&self, target: &Target<'_>, tried: &[usize]) -> Result<Chosen, Unavailable> {
+        match self.try_choose(target, tried) {
+            Err(Unavailable::AtCapacity) if !self.queue_timeout.is_zero() => {
+                self.wait_for_capacity(target, tried).await
+            }
+            chosen => chosen,
+        }
+    }
+
+    /// The `max_conns` queue: retries the choice whenever a request ends, until the queue
+    /// timeout.
+    async fn wait_for_capacity(
+        &self,
+        target: &Target<'_>,
+        tried: &[usize],
+    ) -> Result<Chosen, Unavailable> {
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
+            // Registered before looking, so a request ending in between is not missed.
             freed.as_mut().enable();
             match self.try_choose(target, tried) {
-                Err(Unavailable::AtCapacity) if !self.queue_timeout.is_zero() => {
+                Err(Unavailable::AtCapacity) => {
                     if tokio::time::timeout_at(deadline, freed).await.is_err() {
                         return Err(Unavailable::AtCapacity);
                     }
