@@ -265,3 +265,10 @@ fn filter_plugin_on_a_tcp_listener_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn the_operations_example_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/operations.toml");
+    let summary = maitred::check(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.contains("ok (2 listeners, 2 routes, 3 upstreams, 0 plugins)"), "{summary}");
+}
