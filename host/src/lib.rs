@@ -28,6 +28,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod l4;
