@@ -79,8 +79,8 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         (SystemTime::now(), req.method().clone(), path.to_owned())
     });
-    let mut trace = Trace::default();
-    let mut response = serve(conn, req, started, &mut trace).await;
+    let mut trace = Trace::starting(started);
+    let mut response = serve(conn, req, &mut trace).await;
     if let Some((time, method, path)) = logged {
         let record = AccessRecord {
             time,
@@ -100,20 +100,31 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
     response
 }
 
-/// What the access log records about how a request was served.
-#[derive(Default)]
+/// When a request started, and what the access log records about how it was served.
 struct Trace {
+    started: Instant,
     route: Option<usize>,
     upstream: Option<Arc<str>>,
     endpoint: Option<SocketAddr>,
     plugin_time: Duration,
 }
 
+impl Trace {
+    fn starting(started: Instant) -> Trace {
+        Trace {
+            started,
+            route: None,
+            upstream: None,
+            endpoint: None,
+            plugin_time: Duration::ZERO,
+        }
+    }
+}
+
 /// Phases 1 to 7 (see the module docs).
 async fn serve(
     conn: &ConnectionContext,
     mut req: Request<Incoming>,
-    started: Instant,
     trace: &mut Trace,
 ) -> Response<ProxyBody> {
     let snapshot = conn.shared.snapshot.load_full();
@@ -135,11 +146,10 @@ async fn serve(
 
     trace.route = Some(route.index);
     let method = parts.method.clone();
-    let response =
-        proxy_on_route(conn, &snapshot, route, parts, body, client_upgrade, started, trace).await;
+    let response = proxy_on_route(conn, &snapshot, route, parts, body, client_upgrade, trace).await;
     route
         .metrics
-        .record(&method, response.status(), started.elapsed());
+        .record(&method, response.status(), trace.started.elapsed());
     response
 }
 
@@ -151,7 +161,6 @@ async fn proxy_on_route(
     mut parts: http::request::Parts,
     body: Incoming,
     client_upgrade: Option<upgrade::Requested>,
-    started: Instant,
     trace: &mut Trace,
 ) -> Response<ProxyBody> {
     // 3. request filters
@@ -232,7 +241,7 @@ async fn proxy_on_route(
     // 7. log
     tracing::debug!(
         route = route.index, upstream = %upstream.name, %endpoint, %method,
-        status = parts.status.as_u16(), micros = started.elapsed().as_micros() as u64, upgraded,
+        status = parts.status.as_u16(), micros = trace.started.elapsed().as_micros() as u64, upgraded,
         "proxied"
     );
     Response::from_parts(parts, ProxyBody::upstream(body))

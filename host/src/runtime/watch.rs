@@ -65,7 +65,7 @@ impl ConfigWatcher {
                     }
                 }
             })
-            .map_err(|e| notify::Error::io(e))?;
+            .map_err(notify::Error::io)?;
         Ok(ConfigWatcher {
             stop: tx,
             thread: Some(thread),
