@@ -47,7 +47,9 @@ fn affinity_plugin() -> Option<Arc<LoadedPlugin>> {
         memory_limit: 64 << 20,
         pool_size: 4,
     };
-    Some(Arc::new(LoadedPlugin::load(&config, 1).expect("loading balancer_affinity.wasm")))
+    Some(Arc::new(
+        LoadedPlugin::load(&config, 1).expect("loading balancer_affinity.wasm"),
+    ))
 }
 
 fn bench(c: &mut Criterion) {
@@ -69,7 +71,10 @@ fn bench(c: &mut Criterion) {
         ("weighted", BalancerConfig::Weighted),
         ("least_conn", BalancerConfig::LeastConn),
         ("ip_hash", BalancerConfig::IpHash),
-        ("hash_header", BalancerConfig::Hash(HashKey::Header(http::HeaderName::from_static("x-user")))),
+        (
+            "hash_header",
+            BalancerConfig::Hash(HashKey::Header(http::HeaderName::from_static("x-user"))),
+        ),
         ("p2c", BalancerConfig::P2c),
     ];
     if plugin.is_some() {

@@ -19,8 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The default template: like nginx's `combined` minus referrer/agent, plus timing.
-pub const DEFAULT_FORMAT: &str =
-    "{time} {client} \"{method} {path}\" {status} {bytes} {duration_ms}ms route={route} upstream={upstream} endpoint={endpoint} plugins={plugin_us}us";
+pub const DEFAULT_FORMAT: &str = "{time} {client} \"{method} {path}\" {status} {bytes} {duration_ms}ms route={route} upstream={upstream} endpoint={endpoint} plugins={plugin_us}us";
 
 /// Records waiting for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
@@ -182,7 +181,15 @@ impl Template {
                         Some(route) => write!(out, "{route}"),
                         None => write!(out, "-"),
                     },
-                    "upstream" => write!(out, "{}", if r.upstream.is_empty() { "-" } else { &r.upstream }),
+                    "upstream" => write!(
+                        out,
+                        "{}",
+                        if r.upstream.is_empty() {
+                            "-"
+                        } else {
+                            &r.upstream
+                        }
+                    ),
                     "endpoint" => match r.endpoint {
                         Some(e) => write!(out, "{e}"),
                         None => write!(out, "-"),
@@ -234,9 +241,15 @@ mod tests {
         let mut line = String::new();
         Template::parse("{client} \"{method} {path}\" {status} {bytes} {duration_ms} {route}/{upstream}/{endpoint} {plugin_us} {nope}")
             .render(&record, &mut line);
-        assert_eq!(line, "192.0.2.1 \"GET /a?b=1\" 200 12 1.500 2/api/10.0.0.1:80 7 {nope}");
+        assert_eq!(
+            line,
+            "192.0.2.1 \"GET /a?b=1\" 200 12 1.500 2/api/10.0.0.1:80 7 {nope}"
+        );
         let mut json = String::new();
         render_json(&record, &mut json);
-        assert!(json.contains("\"status\":200") && json.contains("\"plugin_us\":7"), "{json}");
+        assert!(
+            json.contains("\"status\":200") && json.contains("\"plugin_us\":7"),
+            "{json}"
+        );
     }
 }

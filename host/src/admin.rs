@@ -118,7 +118,10 @@ impl Admin {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             if presented != Some(token.as_str()) {
-                return json_response(StatusCode::UNAUTHORIZED, json!({"error": "missing or wrong bearer token"}));
+                return json_response(
+                    StatusCode::UNAUTHORIZED,
+                    json!({"error": "missing or wrong bearer token"}),
+                );
             }
         }
         let method = req.method().clone();
@@ -134,22 +137,45 @@ impl Admin {
                 let core = self.core.clone();
                 match tokio::task::spawn_blocking(move || core.reload()).await {
                     Ok(Ok(version)) => json_response(StatusCode::OK, json!({"version": version})),
-                    Ok(Err(e)) => json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()})),
-                    Err(e) => json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()})),
+                    Ok(Err(e)) => json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({"error": e.to_string()}),
+                    ),
+                    Err(e) => json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({"error": e.to_string()}),
+                    ),
                 }
             }
-            (&Method::POST, ["upstreams", name, "endpoints", addr, action @ ("drain" | "undrain")]) => {
-                self.set_draining(name, addr, *action == "drain")
-            }
-            (_, ["status" | "upstreams" | "metrics" | "reload"]) => {
-                json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"}))
-            }
-            _ => json_response(StatusCode::NOT_FOUND, json!({"error": "no such admin resource"})),
+            (
+                &Method::POST,
+                [
+                    "upstreams",
+                    name,
+                    "endpoints",
+                    addr,
+                    action @ ("drain" | "undrain"),
+                ],
+            ) => self.set_draining(name, addr, *action == "drain"),
+            (_, ["status" | "upstreams" | "metrics" | "reload"]) => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method not allowed"}),
+            ),
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "no such admin resource"}),
+            ),
         }
     }
 
     fn status(&self) -> Value {
-        let status = self.core.shared().status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let status = self
+            .core
+            .shared()
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let snapshot = self.core.snapshot();
         let config = &snapshot.config;
         let plugin = |name: &String| {
@@ -219,23 +245,40 @@ impl Admin {
     fn set_draining(&self, name: &str, addr: &str, draining: bool) -> Response<Full<Bytes>> {
         let snapshot = self.core.snapshot();
         let Some(upstream) = snapshot.upstreams.get(name) else {
-            return json_response(StatusCode::NOT_FOUND, json!({"error": format!("no upstream {name:?}")}));
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no upstream {name:?}")}),
+            );
         };
         let Some(endpoint) = upstream
             .endpoints
             .iter()
             .find(|e| e.address.to_string() == addr)
         else {
-            return json_response(StatusCode::NOT_FOUND, json!({"error": format!("upstream {name:?} has no endpoint {addr}")}));
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("upstream {name:?} has no endpoint {addr}")}),
+            );
         };
         endpoint.set_draining(draining);
-        tracing::info!(upstream = name, endpoint = addr, draining, "endpoint drain state changed");
-        json_response(StatusCode::OK, json!({"upstream": name, "endpoint": addr, "draining": draining, "in_flight": endpoint.in_flight()}))
+        tracing::info!(
+            upstream = name,
+            endpoint = addr,
+            draining,
+            "endpoint drain state changed"
+        );
+        json_response(
+            StatusCode::OK,
+            json!({"upstream": name, "endpoint": addr, "draining": draining, "in_flight": endpoint.in_flight()}),
+        )
     }
 
     fn metrics(&self) -> Response<Full<Bytes>> {
         let Some(handle) = &self.metrics else {
-            return json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "metrics recorder not installed"}));
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "metrics recorder not installed"}),
+            );
         };
         let snapshot = self.core.snapshot();
         crate::metrics::update_endpoint_gauges(snapshot.upstreams.values().map(|u| &**u));
@@ -258,5 +301,6 @@ fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
 
 /// Seconds since the Unix epoch.
 fn unix(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

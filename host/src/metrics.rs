@@ -61,7 +61,9 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 /// The methods counted by name; everything else is `OTHER`.
-const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER"];
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
+];
 
 /// Per-route request counters (by method and status class) and latency.
 pub struct RouteMetrics {
@@ -90,7 +92,12 @@ impl RouteMetrics {
     }
 
     /// Counts one request and its time to the response head.
-    pub fn record(&self, method: &http::Method, status: http::StatusCode, elapsed: std::time::Duration) {
+    pub fn record(
+        &self,
+        method: &http::Method,
+        status: http::StatusCode,
+        elapsed: std::time::Duration,
+    ) {
         let m = METHODS
             .iter()
             .position(|m| *m == method.as_str())
@@ -167,7 +174,11 @@ pub fn update_endpoint_gauges<'a>(upstreams: impl Iterator<Item = &'a crate::ups
                 ("endpoint", e.address.to_string()),
             ];
             gauge!("maitred_endpoint_up", &labels).set(if e.is_healthy(now) { 1.0 } else { 0.0 });
-            gauge!("maitred_endpoint_draining", &labels).set(if e.is_draining() { 1.0 } else { 0.0 });
+            gauge!("maitred_endpoint_draining", &labels).set(if e.is_draining() {
+                1.0
+            } else {
+                0.0
+            });
             gauge!("maitred_endpoint_in_flight", &labels).set(f64::from(e.in_flight()));
         }
     }

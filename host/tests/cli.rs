@@ -97,7 +97,11 @@ fn status_of(port: u16, path: &str) -> Option<u16> {
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply).ok()?;
     reply.split(' ').nth(1)?.parse().ok()
@@ -158,5 +162,9 @@ fn run_reloads_on_sighup_logs_access_and_stops_gracefully_on_sigterm() {
         exited.is_some()
     });
     assert!(exited.unwrap().success(), "{exited:?}");
-    assert_eq!(status_of(port, "/v2/x"), None, "still accepting after SIGTERM");
+    assert_eq!(
+        status_of(port, "/v2/x"),
+        None,
+        "still accepting after SIGTERM"
+    );
 }

@@ -222,9 +222,18 @@ endpoints = ["127.0.0.1:9001"]
 
 #[test]
 fn stream_listener_errors_name_line_and_key() {
-    let e = error_of("tcp-no-upstream", &STREAMS.replace("upstream = \"api\"\n", ""));
-    assert!(e.contains(":3:8: listener[0].upstream: a tcp listener needs"), "{e}");
-    let e = error_of("sni-unknown", &STREAMS.replace("= \"api\" }", "= \"nope\" }"));
+    let e = error_of(
+        "tcp-no-upstream",
+        &STREAMS.replace("upstream = \"api\"\n", ""),
+    );
+    assert!(
+        e.contains(":3:8: listener[0].upstream: a tcp listener needs"),
+        "{e}"
+    );
+    let e = error_of(
+        "sni-unknown",
+        &STREAMS.replace("= \"api\" }", "= \"nope\" }"),
+    );
     assert!(
         e.contains(":12:27: listener[1].sni.\"a.example.com\": unknown upstream \"nope\""),
         "{e}"
@@ -249,7 +258,10 @@ fn stream_listener_errors_name_line_and_key() {
         "https-no-certs",
         "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"https\"\n",
     );
-    assert!(e.contains("listener[0].certificates: an https listener needs"), "{e}");
+    assert!(
+        e.contains("listener[0].certificates: an https listener needs"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -258,7 +270,10 @@ fn filter_plugin_on_a_tcp_listener_is_refused() {
         "{STREAMS}\n[plugin.tag]\nwasm = \"{}/headers.wasm\"\n",
         plugin_dir().display()
     )
-    .replace("upstream = \"api\"\n", "upstream = \"api\"\nplugins = [\"tag\"]\n");
+    .replace(
+        "upstream = \"api\"\n",
+        "upstream = \"api\"\nplugins = [\"tag\"]\n",
+    );
     let e = error_of("filter-on-tcp", &text);
     assert!(
         e.contains("plugin.tag: is an HTTP filter plugin (world `filter`) but is attached where a connection plugin (world `connection-filter`) is expected"),
@@ -270,5 +285,8 @@ fn filter_plugin_on_a_tcp_listener_is_refused() {
 fn the_operations_example_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/operations.toml");
     let summary = maitred::check(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert!(summary.contains("ok (2 listeners, 2 routes, 3 upstreams, 0 plugins)"), "{summary}");
+    assert!(
+        summary.contains("ok (2 listeners, 2 routes, 3 upstreams, 0 plugins)"),
+        "{summary}"
+    );
 }

@@ -288,11 +288,10 @@ async fn h2c_backend() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUs
                 let service = hyper::service::service_fn(|req| async move {
                     Ok::<_, std::convert::Infallible>(echo(req).await)
                 });
-                let _ = hyper::server::conn::http2::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
             });
         }
     });
@@ -306,19 +305,24 @@ async fn h2c_upstream_multiplexes_one_connection() {
     let url = format!("{}/x?y=1", proxy.url("web"));
     // One request first opens the connection; the concurrent ones then share it.
     let first = get(&url, &[("host", "shop.example.com")]).await;
-    let mut replies = futures_util::future::join_all(
-        (0..20).map(|_| get(&url, &[("host", "shop.example.com")])),
-    )
-    .await;
+    let mut replies =
+        futures_util::future::join_all((0..20).map(|_| get(&url, &[("host", "shop.example.com")])))
+            .await;
     replies.push(first);
     for reply in &replies {
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert!(
-            reply.body.starts_with("GET http://shop.example.com/x?y=1 HTTP/2.0\n"),
+            reply
+                .body
+                .starts_with("GET http://shop.example.com/x?y=1 HTTP/2.0\n"),
             "{}",
             reply.body
         );
-        assert!(!reply.body.contains("\nhost:"), "HTTP/2 carries no Host header: {}", reply.body);
+        assert!(
+            !reply.body.contains("\nhost:"),
+            "HTTP/2 carries no Host header: {}",
+            reply.body
+        );
     }
     assert_eq!(
         connections.load(std::sync::atomic::Ordering::SeqCst),

@@ -1065,9 +1065,11 @@ mod tests {
         ];
         let details: std::collections::HashSet<_> = all.iter().map(|r| r.detail()).collect();
         assert_eq!(details.len(), all.len());
-        assert!(details
-            .iter()
-            .all(|d| d.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')));
+        assert!(
+            details
+                .iter()
+                .all(|d| d.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+        );
     }
 
     // --- Freshness lifetime -------------------------------------------------------------

@@ -10,12 +10,12 @@ pub mod units;
 
 pub use error::ConfigError;
 
+use crate::tls::client::UpstreamTlsFiles;
+use crate::tls::server::CertificateFiles;
 use raw::RawConfig;
 use serde_spanned::Spanned;
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
-use crate::tls::client::UpstreamTlsFiles;
-use crate::tls::server::CertificateFiles;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -529,7 +529,12 @@ impl Validator<'_> {
                     .map(|l| l.name.clone())
                     .collect(),
             };
-            self.reference(&r.upstream, &format!("{key}.upstream"), names.upstreams, "upstream")?;
+            self.reference(
+                &r.upstream,
+                &format!("{key}.upstream"),
+                names.upstreams,
+                "upstream",
+            )?;
             for (j, p) in r.plugins.iter().enumerate() {
                 self.reference(p, &format!("{key}.plugins[{j}]"), names.plugins, "plugin")?;
             }
@@ -621,7 +626,11 @@ impl Validator<'_> {
         };
         let Some(name) = &up.balancer else {
             return match &up.hash_key {
-                Some(k) => self.err(k.span(), format!("{key}.hash_key"), "only used with balancer = \"hash\""),
+                Some(k) => self.err(
+                    k.span(),
+                    format!("{key}.hash_key"),
+                    "only used with balancer = \"hash\"",
+                ),
                 None => Ok(BalancerConfig::RoundRobin),
             };
         };
@@ -645,7 +654,11 @@ impl Validator<'_> {
             },
         };
         if let Some(k) = &up.hash_key {
-            return self.err(k.span(), format!("{key}.hash_key"), "only used with balancer = \"hash\"");
+            return self.err(
+                k.span(),
+                format!("{key}.hash_key"),
+                "only used with balancer = \"hash\"",
+            );
         }
         Ok(balancer)
     }
@@ -653,7 +666,9 @@ impl Validator<'_> {
     fn hash_key(&self, text: &Spanned<String>, key: &str) -> Result<HashKey, ConfigError> {
         let s = text.get_ref();
         let parsed = match s.split_once(':') {
-            Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes()).ok().map(HashKey::Header),
+            Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .map(HashKey::Header),
             Some(("cookie", name)) if !name.is_empty() => Some(HashKey::Cookie(name.to_owned())),
             None if s == "path" => Some(HashKey::Path),
             None if s == "client_ip" => Some(HashKey::ClientIp),
@@ -665,7 +680,11 @@ impl Validator<'_> {
         }
     }
 
-    fn active_health(&self, key: &str, health: &Spanned<raw::RawHealth>) -> Result<ActiveHealth, ConfigError> {
+    fn active_health(
+        &self,
+        key: &str,
+        health: &Spanned<raw::RawHealth>,
+    ) -> Result<ActiveHealth, ConfigError> {
         let h = health.get_ref();
         let key = format!("{key}.health");
         let kind = match h.kind.as_ref().map(|k| k.get_ref().as_str()) {
@@ -683,7 +702,11 @@ impl Validator<'_> {
             }
             Some(other) => {
                 let span = h.kind.as_ref().map_or(health.span(), Spanned::span);
-                return self.err(span, format!("{key}.type"), format!("unknown check type {other:?}; expected \"http\" or \"tcp\""));
+                return self.err(
+                    span,
+                    format!("{key}.type"),
+                    format!("unknown check type {other:?}; expected \"http\" or \"tcp\""),
+                );
             }
         };
         let expect = match &h.expect {
@@ -692,19 +715,34 @@ impl Validator<'_> {
                 let s = text.get_ref();
                 let (lo, hi) = s.split_once('-').unwrap_or((s, s));
                 match (lo.trim().parse::<u16>(), hi.trim().parse::<u16>()) {
-                    (Ok(lo), Ok(hi)) if (100..=999).contains(&lo) && lo <= hi && hi <= 999 => lo..=hi,
-                    _ => return self.err(text.span(), format!("{key}.expect"), format!("invalid status range {s:?}; write \"200-399\" or \"200\"")),
+                    (Ok(lo), Ok(hi)) if (100..=999).contains(&lo) && lo <= hi && hi <= 999 => {
+                        lo..=hi
+                    }
+                    _ => {
+                        return self.err(
+                            text.span(),
+                            format!("{key}.expect"),
+                            format!("invalid status range {s:?}; write \"200-399\" or \"200\""),
+                        );
+                    }
                 }
             }
         };
         let positive = |v: Option<u32>, field: &str, default: u32| match v {
-            Some(0) => self.err(health.span(), format!("{key}.{field}"), "must be at least 1"),
+            Some(0) => self.err(
+                health.span(),
+                format!("{key}.{field}"),
+                "must be at least 1",
+            ),
             v => Ok(v.unwrap_or(default)),
         };
         Ok(ActiveHealth {
             kind,
             expect,
-            interval: h.interval.map_or(Duration::from_secs(5), |d| d.0).max(Duration::from_millis(10)),
+            interval: h
+                .interval
+                .map_or(Duration::from_secs(5), |d| d.0)
+                .max(Duration::from_millis(10)),
             timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
             rise: positive(h.rise, "rise", 2)?,
             fall: positive(h.fall, "fall", 2)?,
@@ -722,34 +760,63 @@ impl Validator<'_> {
         let key = format!("listener[{i}]");
         let protocol = l.protocol;
         // Settings that only mean something for some protocols are errors elsewhere.
-        let only = |span: Option<std::ops::Range<usize>>, field: &str, allowed: &[ListenerProtocol]| {
-            match span {
-                Some(span) if !allowed.contains(&protocol) => {
-                    let list: Vec<&str> = allowed.iter().map(|p| p.as_str()).collect();
-                    self.err(
-                        span,
-                        format!("{key}.{field}"),
-                        format!(
-                            "only applies to {} listeners, not {}",
-                            list.join(" and "),
-                            protocol.as_str()
-                        ),
-                    )
+        let only =
+            |span: Option<std::ops::Range<usize>>, field: &str, allowed: &[ListenerProtocol]| {
+                match span {
+                    Some(span) if !allowed.contains(&protocol) => {
+                        let list: Vec<&str> = allowed.iter().map(|p| p.as_str()).collect();
+                        self.err(
+                            span,
+                            format!("{key}.{field}"),
+                            format!(
+                                "only applies to {} listeners, not {}",
+                                list.join(" and "),
+                                protocol.as_str()
+                            ),
+                        )
+                    }
+                    _ => Ok(()),
                 }
-                _ => Ok(()),
-            }
-        };
+            };
         only(l.upstream.as_ref().map(Spanned::span), "upstream", &[Tcp])?;
         only(l.sni.as_ref().map(Spanned::span), "sni", &[TlsPassthrough])?;
-        only(l.default_upstream.as_ref().map(Spanned::span), "default_upstream", &[TlsPassthrough])?;
-        only(l.certificates.as_ref().map(Spanned::span), "certificates", &[Https])?;
-        only(l.client_ca.as_ref().map(Spanned::span), "client_ca", &[Https])?;
-        only(l.max_connections.as_ref().map(Spanned::span), "max_connections", &[Tcp, TlsPassthrough])?;
-        only(l.plugins.first().map(Spanned::span), "plugins", &[Tcp, TlsPassthrough])?;
+        only(
+            l.default_upstream.as_ref().map(Spanned::span),
+            "default_upstream",
+            &[TlsPassthrough],
+        )?;
+        only(
+            l.certificates.as_ref().map(Spanned::span),
+            "certificates",
+            &[Https],
+        )?;
+        only(
+            l.client_ca.as_ref().map(Spanned::span),
+            "client_ca",
+            &[Https],
+        )?;
+        only(
+            l.max_connections.as_ref().map(Spanned::span),
+            "max_connections",
+            &[Tcp, TlsPassthrough],
+        )?;
+        only(
+            l.plugins.first().map(Spanned::span),
+            "plugins",
+            &[Tcp, TlsPassthrough],
+        )?;
 
         let upstream = match (&l.upstream, protocol) {
-            (Some(u), _) => Some(self.reference(u, &format!("{key}.upstream"), names.upstreams, "upstream")?),
-            (None, Tcp) => return self.err(l.name.span(), format!("{key}.upstream"), "a tcp listener needs `upstream = \"NAME\"`"),
+            (Some(u), _) => {
+                Some(self.reference(u, &format!("{key}.upstream"), names.upstreams, "upstream")?)
+            }
+            (None, Tcp) => {
+                return self.err(
+                    l.name.span(),
+                    format!("{key}.upstream"),
+                    "a tcp listener needs `upstream = \"NAME\"`",
+                );
+            }
             (None, _) => None,
         };
         let mut sni = Vec::new();
@@ -764,11 +831,20 @@ impl Validator<'_> {
             }
         }
         let default_upstream = match &l.default_upstream {
-            Some(u) => Some(self.reference(u, &format!("{key}.default_upstream"), names.upstreams, "upstream")?),
+            Some(u) => Some(self.reference(
+                u,
+                &format!("{key}.default_upstream"),
+                names.upstreams,
+                "upstream",
+            )?),
             None => None,
         };
         if protocol == TlsPassthrough && sni.is_empty() && default_upstream.is_none() {
-            return self.err(l.name.span(), key, "a tls-passthrough listener needs `sni = { ... }` or `default_upstream`");
+            return self.err(
+                l.name.span(),
+                key,
+                "a tls-passthrough listener needs `sni = { ... }` or `default_upstream`",
+            );
         }
         let tls = match (&l.certificates, protocol) {
             (Some(certs), Https) if !certs.get_ref().is_empty() => {
@@ -811,18 +887,29 @@ impl Validator<'_> {
         };
         let mut plugins = Vec::new();
         for (j, p) in l.plugins.iter().enumerate() {
-            plugins.push(self.reference(p, &format!("{key}.plugins[{j}]"), names.plugins, "plugin")?);
+            plugins.push(self.reference(
+                p,
+                &format!("{key}.plugins[{j}]"),
+                names.plugins,
+                "plugin",
+            )?);
         }
         if let Some(max) = &l.max_connections
             && *max.get_ref() == 0
         {
-            return self.err(max.span(), format!("{key}.max_connections"), "must be at least 1");
+            return self.err(
+                max.span(),
+                format!("{key}.max_connections"),
+                "must be at least 1",
+            );
         }
         Ok(ListenerConfig {
             name: l.name.get_ref().clone(),
             listen: self.address(&l.listen, &format!("{key}.listen"))?,
             protocol,
-            header_read_timeout: l.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            header_read_timeout: l
+                .header_read_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
             max_header_size: l.max_header_size.map_or(64 * 1024, |s| s.0 as usize),
             upstream,
             sni,
@@ -873,7 +960,11 @@ impl Validator<'_> {
             (Some(cert), Some(k)) => Some((base.join(cert.get_ref()), base.join(k.get_ref()))),
             (None, None) => None,
             (Some(s), None) | (None, Some(s)) => {
-                return self.err(s.span(), format!("{key}.tls"), "client_cert and client_key go together");
+                return self.err(
+                    s.span(),
+                    format!("{key}.tls"),
+                    "client_cert and client_key go together",
+                );
             }
         };
         let verify = t.verify.as_ref().is_none_or(|v| *v.get_ref());
@@ -890,12 +981,20 @@ impl Validator<'_> {
                 "client_key" => t.client_key.as_ref().map(Spanned::span),
                 _ => None,
             };
-            self.err(span.unwrap_or(tls.span()), format!("{key}.tls.{}", e.key), e.message)
+            self.err(
+                span.unwrap_or(tls.span()),
+                format!("{key}.tls.{}", e.key),
+                e.message,
+            )
         })?;
         let server_name = match &t.server_name {
             Some(n) => Some(
                 rustls::pki_types::ServerName::try_from(n.get_ref().clone()).or_else(|_| {
-                    self.err(n.span(), format!("{key}.tls.server_name"), format!("invalid server name {:?}", n.get_ref()))
+                    self.err(
+                        n.span(),
+                        format!("{key}.tls.server_name"),
+                        format!("invalid server name {:?}", n.get_ref()),
+                    )
                 })?,
             ),
             None => None,
@@ -903,7 +1002,10 @@ impl Validator<'_> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (&files, t.server_name.as_ref().map(|n| n.get_ref())).hash(&mut hasher);
         // The files' contents too: a rotated certificate at the same path is a new identity.
-        let file_paths = files.ca.iter().chain(files.client_cert.iter().flat_map(|(c, k)| [c, k]));
+        let file_paths = files
+            .ca
+            .iter()
+            .chain(files.client_cert.iter().flat_map(|(c, k)| [c, k]));
         for path in file_paths {
             std::fs::read(path).unwrap_or_default().hash(&mut hasher);
         }
@@ -924,13 +1026,20 @@ impl Validator<'_> {
         plugin_names: &HashSet<&str>,
     ) -> Result<UpstreamConfig, ConfigError> {
         let key = format!("upstream.{name}");
-        let protocol = up.protocol.as_ref().map_or(UpstreamProtocol::Http1, |p| *p.get_ref());
+        let protocol = up
+            .protocol
+            .as_ref()
+            .map_or(UpstreamProtocol::Http1, |p| *p.get_ref());
         match (&up.protocol, &up.tls) {
             (Some(p), None) if *p.get_ref() == UpstreamProtocol::H2 => {
                 return self.err(p.span(), format!("{key}.protocol"), "\"h2\" is HTTP/2 over TLS and needs `tls = { ... }`; use \"h2c\" for cleartext HTTP/2");
             }
             (Some(p), Some(_)) if *p.get_ref() == UpstreamProtocol::H2c => {
-                return self.err(p.span(), format!("{key}.protocol"), "\"h2c\" is cleartext HTTP/2; with `tls` use \"h2\"");
+                return self.err(
+                    p.span(),
+                    format!("{key}.protocol"),
+                    "\"h2c\" is cleartext HTTP/2; with `tls` use \"h2\"",
+                );
             }
             _ => {}
         }
@@ -946,11 +1055,17 @@ impl Validator<'_> {
             let field = format!("{key}.endpoints[{i}]");
             let (address, weight, drain) = match e.get_ref() {
                 raw::RawEndpoint::Address(a) => (a, 1, false),
-                raw::RawEndpoint::Table(t) => (&t.address, t.weight.unwrap_or(1), t.drain.unwrap_or(false)),
+                raw::RawEndpoint::Table(t) => {
+                    (&t.address, t.weight.unwrap_or(1), t.drain.unwrap_or(false))
+                }
             };
             let address = self.address(&Spanned::new(e.span(), address.clone()), &field)?;
             if weight == 0 || weight > 10_000 {
-                return self.err(e.span(), format!("{field}.weight"), "must be between 1 and 10000");
+                return self.err(
+                    e.span(),
+                    format!("{field}.weight"),
+                    "must be between 1 and 10000",
+                );
             }
             if endpoints.iter().any(|other| other.address == address) {
                 return self.err(e.span(), field, format!("duplicate endpoint {address}"));
@@ -969,7 +1084,11 @@ impl Validator<'_> {
         if let Some(budget) = &up.retry_budget
             && !(0.0..=1.0).contains(budget.get_ref())
         {
-            return self.err(budget.span(), format!("{key}.retry_budget"), "must be between 0.0 and 1.0");
+            return self.err(
+                budget.span(),
+                format!("{key}.retry_budget"),
+                "must be between 0.0 and 1.0",
+            );
         }
         if let Some(max) = &up.max_conns
             && *max.get_ref() == 0

@@ -139,7 +139,11 @@ mod tests {
     async fn garbage_is_an_error_and_silence_times_out() {
         let (mut client, mut server) = tokio::io::duplex(1024);
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        assert!(read_proxy_header(&mut server, Duration::from_secs(5)).await.is_err());
+        assert!(
+            read_proxy_header(&mut server, Duration::from_secs(5))
+                .await
+                .is_err()
+        );
         let (_client, mut server) = tokio::io::duplex(1024);
         let e = read_proxy_header(&mut server, Duration::from_millis(50))
             .await

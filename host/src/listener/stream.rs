@@ -214,9 +214,13 @@ async fn serve_connection(
     }
 
     // 6. pipe
-    crate::l4::copy::pipe(&mut client_stream, &mut upstream_stream, listener.idle_timeout)
-        .await
-        .map_err(StreamError::Pipe)?;
+    crate::l4::copy::pipe(
+        &mut client_stream,
+        &mut upstream_stream,
+        listener.idle_timeout,
+    )
+    .await
+    .map_err(StreamError::Pipe)?;
     Ok(())
 }
 
@@ -234,10 +238,12 @@ async fn connect(
             .await
             .map_err(StreamError::Unavailable)?;
         let endpoint = upstream.endpoints[chosen.index].address;
-        let connected =
-            tokio::time::timeout(upstream.settings.connect_timeout, TcpStream::connect(endpoint))
-                .await
-                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+        let connected = tokio::time::timeout(
+            upstream.settings.connect_timeout,
+            TcpStream::connect(endpoint),
+        )
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
         match connected {
             Ok(stream) => {
                 chosen.in_flight.record_latency();
@@ -247,7 +253,9 @@ async fn connect(
                 upstream.record_failure(chosen.index);
                 upstream.metrics.connect_errors.increment(1);
                 tried.push(chosen.index);
-                if tried.len() > upstream.retries as usize || tried.len() >= upstream.endpoints.len() {
+                if tried.len() > upstream.retries as usize
+                    || tried.len() >= upstream.endpoints.len()
+                {
                     return Err(StreamError::Connect(endpoint, e));
                 }
                 tracing::info!(upstream = %upstream.name, %endpoint, "connect failed, trying another endpoint: {e}");

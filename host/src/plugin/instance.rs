@@ -381,10 +381,14 @@ impl LoadedPlugin {
         let started = std::time::Instant::now();
         let result = contain(call);
         self.metrics.calls.increment(1);
-        self.metrics.duration.record(started.elapsed().as_secs_f64());
+        self.metrics
+            .duration
+            .record(started.elapsed().as_secs_f64());
         match &result {
             Err(PluginFailure::Timeout) => self.metrics.timeouts.increment(1),
-            Err(PluginFailure::Trap(_) | PluginFailure::MemoryLimit) => self.metrics.traps.increment(1),
+            Err(PluginFailure::Trap(_) | PluginFailure::MemoryLimit) => {
+                self.metrics.traps.increment(1)
+            }
             _ => {}
         }
         result

@@ -93,7 +93,9 @@ pub async fn forward(
                 upstream.record_failure(chosen.index);
                 if matches!(
                     e,
-                    ForwardError::Connect(..) | ForwardError::ConnectTimeout(_) | ForwardError::Tls(..)
+                    ForwardError::Connect(..)
+                        | ForwardError::ConnectTimeout(_)
+                        | ForwardError::Tls(..)
                 ) {
                     upstream.metrics.connect_errors.increment(1);
                 }

@@ -210,8 +210,11 @@ async fn proxy_on_route(
             return responses::error(failure.status);
         }
     };
-    let (endpoint, sticky_cookie, response) =
-        (forwarded.endpoint, forwarded.sticky_cookie, forwarded.response);
+    let (endpoint, sticky_cookie, response) = (
+        forwarded.endpoint,
+        forwarded.sticky_cookie,
+        forwarded.response,
+    );
     trace.endpoint = Some(endpoint);
     let (response, switched) = match client_upgrade {
         Some(requested) => requested.accept(response),

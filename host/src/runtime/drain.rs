@@ -44,10 +44,7 @@ impl DrainController {
                 draining: tx,
                 open: open.clone(),
             },
-            Drain {
-                draining: rx,
-                open,
-            },
+            Drain { draining: rx, open },
         )
     }
 

@@ -127,29 +127,36 @@ impl Server {
     /// Builds the snapshot, binds every listener, starts the workers and (if configured)
     /// the admin API. Returns once the listeners accept connections.
     pub fn start(config: Config) -> Result<Server, StartError> {
-        let metrics = config.admin.as_ref().and_then(|_| crate::metrics::install());
+        let metrics = config
+            .admin
+            .as_ref()
+            .and_then(|_| crate::metrics::install());
         if let Some(target) = &config.log.access {
             crate::access_log::start(target, &config.log.access_format, config.log.format)
-                .map_err(|e| StartError::Worker(std::io::Error::other(format!("access log {target}: {e}"))))?;
+                .map_err(|e| {
+                    StartError::Worker(std::io::Error::other(format!("access log {target}: {e}")))
+                })?;
         }
         let admin_config = config.admin.clone();
         let watch = config.runtime.watch;
         let core = Arc::new(ServerCore::start(config)?);
         let watcher = match watch {
             true => Some(super::watch::ConfigWatcher::start(&core).map_err(|e| {
-                StartError::Worker(std::io::Error::other(format!("cannot watch the config files: {e}")))
+                StartError::Worker(std::io::Error::other(format!(
+                    "cannot watch the config files: {e}"
+                )))
             })?),
             false => None,
         };
         let admin = match admin_config {
             Some(admin) => Some(
-                crate::admin::AdminServer::start(&admin, core.clone(), metrics).map_err(|error| {
-                    StartError::Bind {
+                crate::admin::AdminServer::start(&admin, core.clone(), metrics).map_err(
+                    |error| StartError::Bind {
                         name: "admin".into(),
                         addr: admin.listen,
                         error,
-                    }
-                })?,
+                    },
+                )?,
             ),
             None => None,
         };
@@ -300,7 +307,11 @@ impl ServerCore {
                 status.reloads += 1;
                 status.loaded_at = SystemTime::now();
                 status.load_duration = started.elapsed();
-                tracing::info!(version = status.version, millis = started.elapsed().as_millis() as u64, "configuration reloaded");
+                tracing::info!(
+                    version = status.version,
+                    millis = started.elapsed().as_millis() as u64,
+                    "configuration reloaded"
+                );
                 Ok(status.version)
             }
             Err(e) => {
@@ -336,9 +347,9 @@ impl ServerCore {
         let listeners = lock(&self.listeners);
         let mut bound = Vec::new();
         for listener in &config.listeners {
-            let unchanged = listeners.get(&listener.name).is_some_and(|b| {
-                b.listen == listener.listen && b.protocol == listener.protocol
-            });
+            let unchanged = listeners
+                .get(&listener.name)
+                .is_some_and(|b| b.listen == listener.listen && b.protocol == listener.protocol);
             if unchanged {
                 continue;
             }
@@ -414,7 +425,10 @@ impl ServerCore {
     /// (HTTP connections close after their current request), then stops the workers.
     /// Returns the number of connections cut off at the end of the grace period.
     pub fn shutdown_gracefully(&self, grace: Duration) -> usize {
-        let names: Vec<String> = lock(&self.listeners).drain().map(|(name, _)| name).collect();
+        let names: Vec<String> = lock(&self.listeners)
+            .drain()
+            .map(|(name, _)| name)
+            .collect();
         for name in names {
             self.command(|| Command::Close(name.clone()));
         }

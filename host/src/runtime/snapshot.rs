@@ -140,9 +140,12 @@ impl Snapshot {
             .routes
             .iter()
             .flat_map(|r| r.plugins.iter().map(|p| (p, PluginKind::Filter)))
-            .chain(config.listeners.iter().flat_map(|l| {
-                l.plugins.iter().map(|p| (p, PluginKind::Connection))
-            }))
+            .chain(
+                config
+                    .listeners
+                    .iter()
+                    .flat_map(|l| l.plugins.iter().map(|p| (p, PluginKind::Connection))),
+            )
             .chain(config.upstreams.iter().filter_map(|u| match &u.balancer {
                 crate::config::BalancerConfig::Plugin(p) => Some((p, PluginKind::Balancer)),
                 _ => None,

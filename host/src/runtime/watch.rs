@@ -30,13 +30,14 @@ impl ConfigWatcher {
     pub fn start(core: &Arc<ServerCore>) -> notify::Result<ConfigWatcher> {
         let (tx, rx) = mpsc::channel();
         let events = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event
-                && (event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove())
-            {
-                let _ = events.send(WatchEvent::Changed(event.paths));
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && (event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove())
+                {
+                    let _ = events.send(WatchEvent::Changed(event.paths));
+                }
+            })?;
         let mut files = watched_files(core);
         watch_dirs(&mut watcher, &files)?;
         let core: Weak<ServerCore> = Arc::downgrade(core);
@@ -51,7 +52,9 @@ impl ConfigWatcher {
                     loop {
                         match rx.recv_timeout(QUIET) {
                             Ok(WatchEvent::Changed(_)) => continue,
-                            Ok(WatchEvent::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                            Ok(WatchEvent::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                                return;
+                            }
                             Err(mpsc::RecvTimeoutError::Timeout) => break,
                         }
                     }

@@ -233,7 +233,11 @@ pub struct BalancerFailed;
 
 /// The next of the usable endpoints in turn: the cursor counts over the usable ones, so
 /// an unusable endpoint's share spreads evenly over the others.
-pub(crate) fn round_robin(next: &AtomicUsize, n: usize, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+pub(crate) fn round_robin(
+    next: &AtomicUsize,
+    n: usize,
+    usable: &dyn Fn(usize) -> bool,
+) -> Option<usize> {
     let turn = next.fetch_add(1, Ordering::Relaxed);
     if usable(turn % n) && (0..n).all(usable) {
         return Some(turn % n);
@@ -302,7 +306,10 @@ impl Maglev {
             })
             .unzip();
         let gcd = endpoints[..n].iter().fold(0, |g, e| gcd(g, e.weight));
-        let turns: Vec<u32> = endpoints[..n].iter().map(|e| e.weight / gcd.max(1)).collect();
+        let turns: Vec<u32> = endpoints[..n]
+            .iter()
+            .map(|e| e.weight / gcd.max(1))
+            .collect();
         let mut next = vec![0u64; n];
         let mut table = vec![u16::MAX; Self::SIZE];
         let mut filled = 0;
@@ -381,7 +388,10 @@ mod tests {
         };
         let mut counts = vec![0; endpoints.len()];
         for _ in 0..picks {
-            counts[balancer.pick(endpoints, &target, usable, None).unwrap().unwrap()] += 1;
+            counts[balancer
+                .pick(endpoints, &target, usable, None)
+                .unwrap()
+                .unwrap()] += 1;
         }
         counts
     }

@@ -118,9 +118,8 @@ async fn send_http2(
         None => http::uri::Scheme::HTTP,
     });
     uri.authority = Some(authority);
-    parts.uri = http::Uri::from_parts(uri).map_err(|_| {
-        ForwardError::Connect(endpoint, std::io::ErrorKind::InvalidInput.into())
-    })?;
+    parts.uri = http::Uri::from_parts(uri)
+        .map_err(|_| ForwardError::Connect(endpoint, std::io::ErrorKind::InvalidInput.into()))?;
     parts.version = http::Version::HTTP_2;
     sender
         .ready()

@@ -8,10 +8,10 @@
 
 use crate::config::{EndpointConfig, PassiveHealth};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use tokio::sync::Notify;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// Milliseconds since the first call in this process (a monotonic clock).
 pub fn now_ms() -> u64 {

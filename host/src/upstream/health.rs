@@ -25,8 +25,10 @@ impl HealthChecks {
     /// Starts checking every endpoint of the `upstreams` that configure active checks.
     /// Returns `None` when none do (no thread is started).
     pub fn start(upstreams: Vec<Arc<Upstream>>) -> std::io::Result<Option<HealthChecks>> {
-        let checked: Vec<Arc<Upstream>> =
-            upstreams.into_iter().filter(|u| u.health.is_some()).collect();
+        let checked: Vec<Arc<Upstream>> = upstreams
+            .into_iter()
+            .filter(|u| u.health.is_some())
+            .collect();
         if checked.is_empty() {
             return Ok(None);
         }
@@ -98,7 +100,11 @@ async fn check_forever(upstream: Arc<Upstream>, endpoint: Arc<Endpoint>) {
 }
 
 /// One probe: Ok if the endpoint passes.
-async fn probe(upstream: &Upstream, endpoint: &Endpoint, health: &ActiveHealth) -> Result<(), String> {
+async fn probe(
+    upstream: &Upstream,
+    endpoint: &Endpoint,
+    health: &ActiveHealth,
+) -> Result<(), String> {
     let stream = TcpStream::connect(endpoint.address)
         .await
         .map_err(|e| format!("connect: {e}"))?;

@@ -151,7 +151,11 @@ impl Upstream {
     /// Chooses an endpoint for `target`, skipping those in `tried`: the sticky cookie's
     /// endpoint if it is usable, else the balancer's pick. With `max_conns`, waits up to
     /// the queue timeout for an endpoint to free up.
-    pub async fn choose(&self, target: &Target<'_>, tried: &[usize]) -> Result<Chosen, Unavailable> {
+    pub async fn choose(
+        &self,
+        target: &Target<'_>,
+        tried: &[usize],
+    ) -> Result<Chosen, Unavailable> {
         match self.try_choose(target, tried) {
             Err(Unavailable::AtCapacity) if !self.queue_timeout.is_zero() => {
                 self.wait_for_capacity(target, tried).await
@@ -234,9 +238,14 @@ impl Upstream {
         retry: bool,
     ) -> Result<Option<usize>, balancer::BalancerFailed> {
         if retry && self.balancer.is_round_robin() {
-            return Ok(balancer::round_robin(&self.retry_turns, self.endpoints.len(), usable));
+            return Ok(balancer::round_robin(
+                &self.retry_turns,
+                self.endpoints.len(),
+                usable,
+            ));
         }
-        self.balancer.pick(&self.endpoints, target, usable, self.slow_start)
+        self.balancer
+            .pick(&self.endpoints, target, usable, self.slow_start)
     }
 
     /// The `Set-Cookie` value pinning a client to endpoint `index`.
@@ -254,8 +263,7 @@ impl Upstream {
     /// Records a failed attempt at endpoint `index` for passive health (ignored when the
     /// upstream has a single endpoint: there is nowhere else to go, as in nginx).
     pub fn record_failure(&self, index: usize) {
-        if self.endpoints.len() > 1
-            && self.endpoints[index].record_failure(&self.passive, now_ms())
+        if self.endpoints.len() > 1 && self.endpoints[index].record_failure(&self.passive, now_ms())
         {
             tracing::warn!(
                 upstream = %self.name,
