@@ -6,10 +6,19 @@
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use maitred::cache::policy::{CacheControl, current_age, freshness, freshness_lifetime, is_storable};
+use maitred::cache::policy::{
+    CacheControl, current_age, freshness, freshness_lifetime, is_storable,
+};
 use std::time::{Duration, UNIX_EPOCH};
 
-const NAMES: [&str; 6] = ["cache-control", "expires", "date", "age", "last-modified", "vary"];
+const NAMES: [&str; 6] = [
+    "cache-control",
+    "expires",
+    "date",
+    "age",
+    "last-modified",
+    "vary",
+];
 
 fuzz_target!(|data: &[u8]| {
     let mut headers = HeaderMap::new();

@@ -82,9 +82,15 @@ fn bench(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("pick");
     for (name, config) in cases {
-        let balancer = Balancer::new(&config, &endpoints, |_| plugin.clone());
+        let balancer = Balancer::new("bench", &config, &endpoints, |_| plugin.clone());
         group.bench_function(name, |b| {
-            b.iter(|| black_box(balancer.pick(&endpoints, &target, &|_| true, None).ok()))
+            b.iter(|| {
+                black_box(
+                    balancer
+                        .pick(&endpoints, &target, &|_| true, None, false)
+                        .ok(),
+                )
+            })
         });
     }
     group.finish();

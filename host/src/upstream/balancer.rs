@@ -46,7 +46,7 @@ impl Target<'_> {
 /// A balancing algorithm with its state.
 pub enum Balancer {
     /// Each usable endpoint in turn.
-    RoundRobin(AtomicUsize),
+    RoundRobin(Turns),
     /// Smooth weighted round-robin; the current weight of each endpoint.
     Weighted(Mutex<Vec<i64>>),
     /// Fewest in flight per unit of weight; the cursor breaks ties fairly.
@@ -61,25 +61,39 @@ pub enum Balancer {
     Plugin {
         /// The plugin.
         plugin: Arc<LoadedPlugin>,
+        /// The upstream's name, for log lines.
+        upstream: Arc<str>,
         /// Round-robin used when the plugin abstains.
-        fallback: AtomicUsize,
+        fallback: Turns,
     },
 }
 
-impl Balancer {
-    /// Whether this is plain round-robin (whose retries take their own turns).
-    pub fn is_round_robin(&self) -> bool {
-        matches!(self, Balancer::RoundRobin(_))
-    }
+/// Round-robin cursors. Retries (`retry`: some endpoint was already tried for this
+/// request) take their own turns, so a dead endpoint's turns spread over the others
+/// instead of all landing on its successor.
+#[derive(Default)]
+pub struct Turns {
+    first: AtomicUsize,
+    retry: AtomicUsize,
+}
 
-    /// The balancer `config` describes, for `endpoints`; `plugin` resolves `plugin:NAME`.
+impl Turns {
+    fn next(&self, n: usize, usable: &dyn Fn(usize) -> bool, retry: bool) -> Option<usize> {
+        round_robin(if retry { &self.retry } else { &self.first }, n, usable)
+    }
+}
+
+impl Balancer {
+    /// The balancer `config` describes, for the `endpoints` of upstream `upstream`;
+    /// `plugin` resolves `plugin:NAME`.
     pub fn new(
+        upstream: &str,
         config: &BalancerConfig,
         endpoints: &[Arc<Endpoint>],
         plugin: impl Fn(&str) -> Option<Arc<LoadedPlugin>>,
     ) -> Balancer {
         match config {
-            BalancerConfig::RoundRobin => Balancer::RoundRobin(AtomicUsize::new(0)),
+            BalancerConfig::RoundRobin => Balancer::RoundRobin(Turns::default()),
             BalancerConfig::Weighted => Balancer::Weighted(Mutex::new(vec![0; endpoints.len()])),
             BalancerConfig::LeastConn => Balancer::LeastConn(AtomicUsize::new(0)),
             BalancerConfig::IpHash => Balancer::IpHash(Maglev::new(endpoints)),
@@ -88,26 +102,29 @@ impl Balancer {
             BalancerConfig::Plugin(name) => match plugin(name) {
                 Some(plugin) => Balancer::Plugin {
                     plugin,
-                    fallback: AtomicUsize::new(0),
+                    upstream: Arc::from(upstream),
+                    fallback: Turns::default(),
                 },
                 // Validation guarantees the name exists; be safe anyway.
-                None => Balancer::RoundRobin(AtomicUsize::new(0)),
+                None => Balancer::RoundRobin(Turns::default()),
             },
         }
     }
 
     /// Picks the index of a usable endpoint: `Err` when a fail-closed balancer plugin
-    /// failed, `Ok(None)` when no endpoint is usable.
+    /// failed, `Ok(None)` when no endpoint is usable. `retry`: an endpoint was already
+    /// tried for this request (see [`Turns`]).
     pub fn pick(
         &self,
         endpoints: &[Arc<Endpoint>],
         target: &Target<'_>,
         usable: &dyn Fn(usize) -> bool,
         slow_start: Option<Duration>,
+        retry: bool,
     ) -> Result<Option<usize>, BalancerFailed> {
         let n = endpoints.len();
         Ok(match self {
-            Balancer::RoundRobin(next) => round_robin(next, n, usable),
+            Balancer::RoundRobin(turns) => turns.next(n, usable, retry),
             Balancer::Weighted(current) => {
                 let now = now_ms();
                 let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,7 +202,11 @@ impl Balancer {
                     }
                 }
             }
-            Balancer::Plugin { plugin, fallback } => {
+            Balancer::Plugin {
+                plugin,
+                upstream,
+                fallback,
+            } => {
                 let now = now_ms();
                 let infos: Vec<EndpointInfo> = endpoints
                     .iter()
@@ -205,22 +226,12 @@ impl Balancer {
                     },
                     Target::Connection(info) => BalanceTarget::Connection(info),
                 };
-                let choice = match plugin.pick(&plugin_target, &infos) {
-                    Ok(choice) => choice,
-                    Err(failure) => match plugin.on_error {
-                        crate::config::OnError::FailClosed => {
-                            tracing::error!(plugin = %plugin.name, "balancer failed (fail-closed): {failure}");
-                            return Err(BalancerFailed);
-                        }
-                        crate::config::OnError::FailOpen => {
-                            tracing::warn!(plugin = %plugin.name, "balancer failed, round-robin instead (fail-open): {failure}");
-                            None
-                        }
-                    },
-                };
+                let choice = plugin
+                    .pick_or_fallback(upstream, &plugin_target, &infos)
+                    .map_err(|_| BalancerFailed)?;
                 match choice.filter(|&i| i < n && usable(i)) {
                     Some(i) => Some(i),
-                    None => round_robin(fallback, n, usable),
+                    None => fallback.next(n, usable, retry),
                 }
             }
         })
@@ -233,11 +244,7 @@ pub struct BalancerFailed;
 
 /// The next of the usable endpoints in turn: the cursor counts over the usable ones, so
 /// an unusable endpoint's share spreads evenly over the others.
-pub(crate) fn round_robin(
-    next: &AtomicUsize,
-    n: usize,
-    usable: &dyn Fn(usize) -> bool,
-) -> Option<usize> {
+fn round_robin(next: &AtomicUsize, n: usize, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
     let turn = next.fetch_add(1, Ordering::Relaxed);
     if usable(turn % n) && (0..n).all(usable) {
         return Some(turn % n);
@@ -389,7 +396,7 @@ mod tests {
         let mut counts = vec![0; endpoints.len()];
         for _ in 0..picks {
             counts[balancer
-                .pick(endpoints, &target, usable, None)
+                .pick(endpoints, &target, usable, None, false)
                 .unwrap()
                 .unwrap()] += 1;
         }
@@ -399,7 +406,7 @@ mod tests {
     #[test]
     fn round_robin_skips_unusable() {
         let e = endpoints(&[1, 1, 1]);
-        let b = Balancer::new(&BalancerConfig::RoundRobin, &e, |_| None);
+        let b = Balancer::new("u", &BalancerConfig::RoundRobin, &e, |_| None);
         assert_eq!(counts(&b, &e, 300, &|_| true), [100, 100, 100]);
         assert_eq!(counts(&b, &e, 300, &|i| i != 1), [150, 0, 150]);
     }
@@ -407,7 +414,7 @@ mod tests {
     #[test]
     fn smooth_weighted_follows_weights_and_interleaves() {
         let e = endpoints(&[5, 1, 1]);
-        let b = Balancer::new(&BalancerConfig::Weighted, &e, |_| None);
+        let b = Balancer::new("u", &BalancerConfig::Weighted, &e, |_| None);
         assert_eq!(counts(&b, &e, 700, &|_| true), [500, 100, 100]);
         // nginx's example sequence for weights 5,1,1: a a b a c a a.
         let parts = http::Request::new(()).into_parts().0;
@@ -415,9 +422,13 @@ mod tests {
             parts: &parts,
             client: "192.0.2.1:5000".parse().unwrap(),
         };
-        let b = Balancer::new(&BalancerConfig::Weighted, &e, |_| None);
+        let b = Balancer::new("u", &BalancerConfig::Weighted, &e, |_| None);
         let seq: Vec<usize> = (0..7)
-            .map(|_| b.pick(&e, &target, &|_| true, None).unwrap().unwrap())
+            .map(|_| {
+                b.pick(&e, &target, &|_| true, None, false)
+                    .unwrap()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(seq, [0, 0, 1, 0, 2, 0, 0]);
     }
@@ -427,7 +438,7 @@ mod tests {
         let e = endpoints(&[1, 2]);
         let _a: Vec<_> = (0..2).map(|_| e[0].start(None)).collect();
         let _b: Vec<_> = (0..3).map(|_| e[1].start(None)).collect();
-        let b = Balancer::new(&BalancerConfig::LeastConn, &e, |_| None);
+        let b = Balancer::new("u", &BalancerConfig::LeastConn, &e, |_| None);
         // 2/1 > 3/2: endpoint 1 is less loaded per weight.
         assert_eq!(counts(&b, &e, 10, &|_| true), [0, 10]);
     }

@@ -63,9 +63,6 @@ pub struct Upstream {
     retries_in_flight: Arc<AtomicU32>,
     /// Woken when a request ends, for requests queued by `max_conns`.
     freed: Arc<Notify>,
-    /// Round-robin turns of retries, apart from first attempts: a dead endpoint's turns
-    /// then spread over the others instead of all landing on its successor.
-    retry_turns: std::sync::atomic::AtomicUsize,
     /// Connect errors, retries and unavailability counters.
     pub metrics: crate::metrics::UpstreamMetrics,
 }
@@ -121,7 +118,7 @@ impl Upstream {
             .collect();
         Upstream {
             name: Arc::from(config.name.as_str()),
-            balancer: Balancer::new(&config.balancer, &endpoints, plugin),
+            balancer: Balancer::new(&config.name, &config.balancer, &endpoints, plugin),
             endpoints,
             settings: UpstreamSettings {
                 connect_timeout: config.connect_timeout,
@@ -143,7 +140,6 @@ impl Upstream {
             requests_in_flight: Arc::new(AtomicU32::new(0)),
             retries_in_flight: Arc::new(AtomicU32::new(0)),
             freed: Arc::new(Notify::new()),
-            retry_turns: std::sync::atomic::AtomicUsize::new(0),
             metrics: crate::metrics::UpstreamMetrics::new(&config.name),
         }
     }
@@ -207,7 +203,13 @@ impl Upstream {
         }
         let index = match index {
             Some(i) => i,
-            None => match self.pick(target, &usable, !tried.is_empty()) {
+            None => match self.balancer.pick(
+                &self.endpoints,
+                target,
+                &usable,
+                self.slow_start,
+                !tried.is_empty(),
+            ) {
                 Ok(Some(i)) => i,
                 Err(balancer::BalancerFailed) => return Err(Unavailable::BalancerFailed),
                 Ok(None) if (0..self.endpoints.len()).any(available) => {
@@ -229,23 +231,6 @@ impl Upstream {
             endpoint,
             identity: self.tls.as_ref().map_or(0, |t| t.identity),
         }
-    }
-
-    fn pick(
-        &self,
-        target: &Target<'_>,
-        usable: &dyn Fn(usize) -> bool,
-        retry: bool,
-    ) -> Result<Option<usize>, balancer::BalancerFailed> {
-        if retry && self.balancer.is_round_robin() {
-            return Ok(balancer::round_robin(
-                &self.retry_turns,
-                self.endpoints.len(),
-                usable,
-            ));
-        }
-        self.balancer
-            .pick(&self.endpoints, target, usable, self.slow_start)
     }
 
     /// The `Set-Cookie` value pinning a client to endpoint `index`.
