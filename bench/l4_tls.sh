@@ -27,6 +27,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 ROUNDS=${ROUNDS:-3}
 TCP_BYTES=${TCP_BYTES:-1G}
@@ -48,24 +51,7 @@ NG_TCP=$((PORT_BASE + 10)); MD_TCP=$((PORT_BASE + 11))
 NG_TLS=$((PORT_BASE + 20)); MD_TLS=$((PORT_BASE + 21))   # ECDSA certificate
 NG_RSA=$((PORT_BASE + 22)); MD_RSA=$((PORT_BASE + 23))   # RSA certificate
 
-log() { printf '%s\n' "bench: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # ---- tools -----------------------------------------------------------------------------------
-apt_updated=0
-apt_install() { # apt_install PACKAGE
-    log "apt-get install -y $1"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2; then
-        [ $apt_updated = 1 ] && die "cannot install $1"
-        apt-get update >&2 && apt_updated=1
-        DEBIAN_FRONTEND=noninteractive apt-get install -y "$1" >&2 || die "cannot install $1"
-    fi
-}
-need() { # need COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    [ -x "/usr/sbin/$1" ] && return 0
-    apt_install "$2"
-}
 need wrk wrk
 need nginx nginx-light
 need h2load nghttp2-client
@@ -93,34 +79,8 @@ if [ ! -x "$MAITRED" ]; then
 fi
 
 # ---- process management ----------------------------------------------------------------------
-WORK=$(mktemp -d -t maitred-l4tls.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
-# signal_tree SIG PID: PID and its children (nginx: master + worker). The proxy not being
-# measured is kept stopped (SIGSTOP) so that it costs nothing.
-signal_tree() {
-    local p
-    for p in "$2" $(children "$2"); do kill -"$1" "$p" 2>/dev/null || true; done
-}
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do signal_tree CONT "$p"; kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-    SERVER_PIN=(taskset -c 0); CLIENT_PIN=(taskset -c 1)
-    PIN_DESC="servers (backend, iperf3 sink, proxy) pinned to CPU 0, load generators to CPU 1"
-else
-    SERVER_PIN=(); CLIENT_PIN=()
-    PIN_DESC="no CPU pinning"
-fi
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+init_work maitred-l4tls
+init_pinning "servers (backend, iperf3 sink, proxy)"
 
 wait_port() { # wait_port PORT PID: the port accepts connections
     local i
@@ -130,19 +90,6 @@ wait_port() { # wait_port PORT PID: the port accepts connections
         sleep 0.05
     done
     return 1
-}
-
-# CPU time (ns, user + system) of every thread of PID and of its children, from the
-# scheduler's accounting (/proc/PID/task/TID/schedstat, field 1), exact to the ns.
-cpu_ns() {
-    local total=0 p t
-    for p in "$1" $(children "$1"); do
-        for t in /proc/"$p"/task/*/schedstat; do
-            [ -r "$t" ] || continue
-            total=$(( total + $(cut -d' ' -f1 "$t" 2>/dev/null || echo 0) ))
-        done
-    done
-    echo "$total"
 }
 
 # ---- certificates ----------------------------------------------------------------------------
@@ -308,13 +255,6 @@ TLS_NG_RSA=$(tls_params "$NG_RSA"); TLS_MD_RSA=$(tls_params "$MD_RSA")
 log "TLS negotiated (ECDSA): nginx $TLS_NG; maitred $TLS_MD"
 log "TLS negotiated (RSA): nginx $TLS_NG_RSA; maitred $TLS_MD_RSA"
 
-to_ms() { # wrk latency ("812.00us", "1.23ms", "1.02s") -> ms
-    awk -v v="$1" 'BEGIN {
-        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
-        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
-        else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.2f", v * 60000 }
-        else { sub(/s$/, "", v); printf "%.2f", v * 1000 } }'
-}
 wrk_errors() { # wrk_errors OUTPUT -> non-2xx/3xx + socket errors
     local n e=0
     n=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$1"); e=$((e + ${n:-0}))

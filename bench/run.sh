@@ -14,6 +14,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 DURATION=${DURATION:-8}
 RATE=${RATE:-5000}
@@ -29,28 +32,13 @@ RATE_CONNS=$(( (RATE + 99) / 100 ))
 RATE_PER_CONN=$(( RATE / RATE_CONNS ))
 RATE=$(( RATE_PER_CONN * RATE_CONNS ))
 
-log() { printf '%s\n' "bench: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # ---- tools -----------------------------------------------------------------------------------
-apt_updated=0
-need() { # need COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    [ -x "/usr/sbin/$1" ] && return 0
-    log "$1 missing: apt-get install -y $2"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >&2; then
-        [ $apt_updated = 1 ] && die "cannot install $2"
-        apt-get update >&2 && apt_updated=1
-        DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >&2 || die "cannot install $2"
-    fi
-}
 need wrk wrk
 need nginx nginx-light
 need h2load nghttp2-client
 need curl curl
 need taskset util-linux
 NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
-CLK_TCK=$(getconf CLK_TCK)
 
 # ---- build what is missing -------------------------------------------------------------------
 WASM=$TARGET/wasm32-wasip2/release
@@ -65,27 +53,8 @@ if [ ! -x "$MAITRED" ]; then
 fi
 
 # ---- process management ----------------------------------------------------------------------
-WORK=$(mktemp -d -t maitred-bench.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do signal_tree CONT "$p"; kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-    SERVER_PIN=(taskset -c 0); CLIENT_PIN=(taskset -c 1)
-    PIN_DESC="backend and proxy pinned to CPU 0, load generator to CPU 1"
-else
-    SERVER_PIN=(); CLIENT_PIN=()
-    PIN_DESC="no CPU pinning"
-fi
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+init_work maitred-bench
+init_pinning "backend and proxy"
 
 wait_ready() { # wait_ready PORT PID
     local i
@@ -95,29 +64,6 @@ wait_ready() { # wait_ready PORT PID
         sleep 0.05
     done
     return 1
-}
-
-children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
-
-# signal_tree SIG PID: PID and its children (nginx: master + worker). Servers not being
-# measured are kept stopped (SIGSTOP) so they cost nothing, e.g. maitred's epoch ticker.
-signal_tree() {
-    local p
-    for p in "$2" $(children "$2"); do kill -"$1" "$p" 2>/dev/null || true; done
-}
-
-# CPU time (ns, user + system) of every thread of PID and of its children, from the
-# scheduler's own accounting (/proc/PID/task/TID/schedstat, field 1): exact, unlike the
-# 10 ms clock ticks of /proc/PID/stat.
-cpu_ns() {
-    local total=0 p t
-    for p in "$1" $(children "$1"); do
-        for t in /proc/"$p"/task/*/schedstat; do
-            [ -r "$t" ] || continue
-            total=$(( total + $(cut -d' ' -f1 "$t" 2>/dev/null || echo 0) ))
-        done
-    done
-    echo "$total"
 }
 
 nginx_conf() { # nginx_conf DIR PORT UPSTREAM_PORT|""  (no upstream: the backend)
@@ -233,14 +179,6 @@ only() { # only INDEX
         if [ "$i" = "$1" ]; then signal_tree CONT "${SPIDS[$i]}"; else signal_tree STOP "${SPIDS[$i]}"; fi
     done
     sleep 0.2
-}
-
-to_ms() { # wrk latency ("812.00us", "1.23ms", "1.02s") -> ms
-    awk -v v="$1" 'BEGIN {
-        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
-        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
-        else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.2f", v * 60000 }
-        else { sub(/s$/, "", v); printf "%.2f", v * 1000 } }'
 }
 
 # ---- throughput and p99: wrk -----------------------------------------------------------------
