@@ -8,23 +8,10 @@ use maitred::plugin::{
     BalanceTarget, ConnectionInfo, EndpointInfo, LoadedPlugin, PluginFailure, PluginKind,
     RequestView,
 };
-use maitred_tests::plugin_dir;
+use maitred_tests::plugin_config;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn plugin_config(wasm: &str, config_json: &str) -> PluginConfig {
-    PluginConfig {
-        name: wasm.trim_end_matches(".wasm").to_string(),
-        wasm: plugin_dir().join(wasm),
-        config_json: config_json.to_string(),
-        on_error: OnError::FailClosed,
-        isolation: Isolation::Pooled,
-        timeout: Duration::from_millis(10),
-        memory_limit: 32 << 20,
-        pool_size: 4,
-    }
-}
 
 fn load_with(config: &PluginConfig) -> LoadedPlugin {
     LoadedPlugin::load(config, 1).unwrap_or_else(|e| panic!("loading {:?}: {e}", config.wasm))

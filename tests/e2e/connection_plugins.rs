@@ -2,28 +2,15 @@
 //! `on-connect`, containment, `on_error`, the chain), with the first-party `sni-policy` and
 //! the `connect-probe` test plugin.
 
-use maitred::config::{Isolation, OnError, PluginConfig};
+use maitred::config::{Isolation, OnError};
 use maitred::plugin::{
     ConnectionAction, ConnectionInfo, LoadedPlugin, PluginError, PluginFailure, PluginKind,
     RequestView, run_connection_chain,
 };
-use maitred_tests::plugin_dir;
+use maitred_tests::plugin_config;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn plugin_config(wasm: &str, config_json: &str) -> PluginConfig {
-    PluginConfig {
-        name: wasm.trim_end_matches(".wasm").to_string(),
-        wasm: plugin_dir().join(wasm),
-        config_json: config_json.to_string(),
-        on_error: OnError::FailClosed,
-        isolation: Isolation::Pooled,
-        timeout: Duration::from_millis(10),
-        memory_limit: 32 << 20,
-        pool_size: 4,
-    }
-}
 
 fn load(wasm: &str, config_json: &str) -> LoadedPlugin {
     LoadedPlugin::load(&plugin_config(wasm, config_json), 1)

@@ -27,6 +27,21 @@ pub fn plugin_dir() -> PathBuf {
     PathBuf::from(env!("MAITRED_TEST_PLUGINS"))
 }
 
+/// The settings of test plugin `wasm` (in [`plugin_dir`]) with `config_json`: fail-closed,
+/// pooled, a 10 ms deadline, 32 MiB of memory, 4 idle instances per worker.
+pub fn plugin_config(wasm: &str, config_json: &str) -> maitred::config::PluginConfig {
+    maitred::config::PluginConfig {
+        name: wasm.trim_end_matches(".wasm").to_string(),
+        wasm: plugin_dir().join(wasm),
+        config_json: config_json.to_string(),
+        on_error: maitred::config::OnError::FailClosed,
+        isolation: maitred::config::Isolation::Pooled,
+        timeout: Duration::from_millis(10),
+        memory_limit: 32 << 20,
+        pool_size: 4,
+    }
+}
+
 /// A boxed response future, for custom backend handlers.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
 /// A custom backend handler.
