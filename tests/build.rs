@@ -8,12 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: [&str; 13] = [
+const PLUGINS: [&str; 14] = [
     "headers",
     "canary",
     "respond",
     "sni-policy",
     "balancer-affinity",
+    "cache-key",
     "hello-plugin",
     "trap",
     "spin",

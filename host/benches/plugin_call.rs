@@ -62,6 +62,7 @@ fn request_view() -> RequestView {
         client: SocketAddr::from(([127, 0, 0, 1], 40000)),
         upstream: Arc::from("backend"),
         upstream_override: None,
+        cache: Default::default(),
     }
 }
 

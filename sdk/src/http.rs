@@ -174,6 +174,53 @@ impl Request {
         self.0.set_upstream(name)
     }
 
+    /// The key the route's cache uses for this request: the one set with
+    /// [`set_cache_key`](Self::set_cache_key), else the default `authority` + `path` +
+    /// `?query` (authority lowercase), e.g. `example.com/img/a.png?v=2`.
+    ///
+    /// ```ignore
+    /// let key = req.cache_key();
+    /// ```
+    pub fn cache_key(&self) -> String {
+        self.0.cache_key()
+    }
+
+    /// Replaces the cache key (routes with a `cache` only): requests with equal keys share
+    /// cached responses, subject to the response's `Vary`.
+    ///
+    /// ```ignore
+    /// // one cache entry per device class
+    /// req.set_cache_key(&format!("{}#{}", req.cache_key(), device_class));
+    /// ```
+    pub fn set_cache_key(&self, key: &str) {
+        self.0.set_cache_key(key)
+    }
+
+    /// Skips the cache for this request: not answered from it, not stored in it. `reason`
+    /// shows in the `Cache-Status` response header.
+    ///
+    /// ```ignore
+    /// if req.cookie("session").is_some() {
+    ///     req.bypass_cache("logged-in");
+    /// }
+    /// ```
+    pub fn bypass_cache(&self, reason: &str) {
+        self.0.bypass_cache(reason)
+    }
+
+    /// Overrides how long the response stays fresh once stored (in seconds), in place of
+    /// its `Cache-Control`/`Expires` lifetime. Responses that must not be stored still are
+    /// not.
+    ///
+    /// ```ignore
+    /// if req.path().starts_with("/static/") {
+    ///     req.set_cache_ttl(86_400);
+    /// }
+    /// ```
+    pub fn set_cache_ttl(&self, seconds: u32) {
+        self.0.set_cache_ttl(seconds)
+    }
+
     /// The value of a cookie from the `Cookie` header(s), surrounding quotes removed; the
     /// first one wins if the name repeats. Names are case-sensitive.
     ///

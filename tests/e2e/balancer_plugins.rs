@@ -458,6 +458,7 @@ fn other_worlds_calls_are_refused_both_ways() {
         client: addr("127.0.0.1:1"),
         upstream: Arc::from("main"),
         upstream_override: None,
+        cache: Default::default(),
     };
     let (view, result) = balancer.on_request(&mut instance, view);
     assert_eq!(view.parts.uri.path(), "/x", "the view comes back");

@@ -145,6 +145,7 @@ fn filters_and_connection_plugins_refuse_each_others_calls() {
         client: addr("127.0.0.1:1"),
         upstream: Arc::from("main"),
         upstream_override: None,
+        cache: Default::default(),
     };
     let (view, result) = conn.on_request(&mut instance, view);
     assert_eq!(view.parts.uri.path(), "/x", "the view comes back");

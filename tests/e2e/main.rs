@@ -4,6 +4,8 @@
 mod admin;
 mod balancer_plugins;
 mod balancing;
+mod cache;
+mod cache_key_plugin;
 mod check;
 mod connection_plugins;
 mod l4;

@@ -2,3 +2,28 @@
 //! request path come next.
 
 pub mod policy;
+
+use std::time::Duration;
+
+/// What a route's plugins asked of its cache for one request (through the `request`
+/// resource's `set-cache-key`, `bypass-cache` and `set-cache-ttl`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginCacheControl {
+    /// The key to use instead of [`default_key`].
+    pub key: Option<String>,
+    /// Skip the cache for this request, for this reason.
+    pub bypass: Option<String>,
+    /// The freshness lifetime to give the response when it is stored.
+    pub ttl: Option<Duration>,
+}
+
+/// The cache key of a request when no plugin sets one: the authority (lowercase, port kept
+/// when given), the path and `?query`, e.g. `example.com/a/b?x=1`.
+pub fn default_key(parts: &http::request::Parts) -> String {
+    let authority = crate::proxy::request_authority(parts).unwrap_or_default();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut key = String::with_capacity(authority.len() + path_and_query.len());
+    key.extend(authority.chars().map(|c| c.to_ascii_lowercase()));
+    key.push_str(path_and_query);
+    key
+}

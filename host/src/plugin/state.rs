@@ -49,6 +49,8 @@ pub struct RequestView {
     pub upstream: std::sync::Arc<str>,
     /// Set when the plugin chose another upstream by name.
     pub upstream_override: Option<String>,
+    /// What the plugins asked of the route's cache (key, bypass, TTL).
+    pub cache: crate::cache::PluginCacheControl,
 }
 
 /// The response head lent to a plugin for one `on-response` call.
@@ -278,6 +280,25 @@ impl http::HostRequest for PluginState {
     ) -> Res<Result<(), String>> {
         self.req()?.upstream_override = Some(name);
         Ok(Ok(()))
+    }
+    fn cache_key(&mut self, _: Resource<RequestHandle>) -> Res<String> {
+        let req = self.req()?;
+        Ok(match &req.cache.key {
+            Some(key) => key.clone(),
+            None => crate::cache::default_key(&req.parts),
+        })
+    }
+    fn set_cache_key(&mut self, _: Resource<RequestHandle>, key: String) -> Res<()> {
+        self.req()?.cache.key = Some(key);
+        Ok(())
+    }
+    fn bypass_cache(&mut self, _: Resource<RequestHandle>, reason: String) -> Res<()> {
+        self.req()?.cache.bypass = Some(reason);
+        Ok(())
+    }
+    fn set_cache_ttl(&mut self, _: Resource<RequestHandle>, seconds: u32) -> Res<()> {
+        self.req()?.cache.ttl = Some(std::time::Duration::from_secs(u64::from(seconds)));
+        Ok(())
     }
     fn drop(&mut self, _: Resource<RequestHandle>) -> Res<()> {
         Ok(())

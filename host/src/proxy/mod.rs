@@ -173,6 +173,7 @@ async fn proxy_on_route(
             client: conn.client,
             upstream: upstream.name.clone(),
             upstream_override: None,
+            cache: Default::default(),
         };
         let filtered = chain.on_request(snapshot, view);
         trace.plugin_time += plugins_started.elapsed();
