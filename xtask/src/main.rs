@@ -5,7 +5,9 @@
 //! - `test`: install the wasm target if missing and run the whole test suite;
 //! - `plugins`: build the first-party plugins into `target/wasm32-wasip2/release`;
 //! - `bench`: build everything in release mode and run `bench/run.sh`; `bench --l4-tls`:
-//!   build the proxy and run `bench/l4_tls.sh` (TCP throughput, TLS handshakes, HTTPS).
+//!   build the proxy and run `bench/l4_tls.sh` (TCP throughput, TLS handshakes, HTTPS);
+//!   `bench --cache`: build the proxy and run `bench/cache.sh` (cache hits, maitred's route
+//!   cache against nginx `proxy_cache`).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -32,6 +34,9 @@ enum Task {
         /// Run the L4 and TLS benchmark (bench/l4_tls.sh) instead of the HTTP proxy one.
         #[arg(long)]
         l4_tls: bool,
+        /// Run the cache-hit benchmark (bench/cache.sh: maitred's cache vs nginx proxy_cache).
+        #[arg(long, conflicts_with = "l4_tls")]
+        cache: bool,
     },
 }
 
@@ -58,11 +63,15 @@ fn main() -> Result<()> {
             cargo(&["test"])
         }
         Task::Plugins => build_plugins(),
-        Task::Bench { l4_tls: true } => {
+        Task::Bench { l4_tls: true, .. } => {
             cargo(&["build", "--release", "-p", "maitred"])?;
             run(Command::new("bash").arg(root().join("bench/l4_tls.sh")))
         }
-        Task::Bench { l4_tls: false } => {
+        Task::Bench { cache: true, .. } => {
+            cargo(&["build", "--release", "-p", "maitred"])?;
+            run(Command::new("bash").arg(root().join("bench/cache.sh")))
+        }
+        Task::Bench { .. } => {
             build_plugins()?;
             cargo(&["build", "--release", "-p", "maitred"])?;
             run(Command::new("bash").arg(root().join("bench/run.sh")))
