@@ -126,6 +126,7 @@ impl Admin {
         }
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or_default().to_owned();
         // The body is not used; read it so keep-alive works.
         let _ = req.into_body().collect().await;
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -157,10 +158,14 @@ impl Admin {
                     action @ ("drain" | "undrain"),
                 ],
             ) => self.set_draining(name, addr, *action == "drain"),
-            (_, ["status" | "upstreams" | "metrics" | "reload"]) => json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "method not allowed"}),
-            ),
+            (&Method::GET, ["cache"]) => json_response(StatusCode::OK, self.caches()),
+            (&Method::POST, ["cache", "purge"]) => self.purge(&query),
+            (_, ["status" | "upstreams" | "metrics" | "reload" | "cache"] | ["cache", "purge"]) => {
+                json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    json!({"error": "method not allowed"}),
+                )
+            }
             _ => json_response(
                 StatusCode::NOT_FOUND,
                 json!({"error": "no such admin resource"}),
@@ -273,6 +278,56 @@ impl Admin {
         )
     }
 
+    /// Each cached route: its matchers, and its cache's keys and bytes.
+    fn caches(&self) -> Value {
+        let snapshot = self.core.snapshot();
+        let routes: Vec<Value> = snapshot
+            .config
+            .routes
+            .iter()
+            .zip(&snapshot.routes)
+            .filter_map(|(config, route)| {
+                let (entries, bytes, max_size) = route.cache.as_ref()?.store().usage();
+                Some(json!({
+                    "route": route.index,
+                    "host": config.host,
+                    "path_prefix": config.path_prefix,
+                    "entries": entries,
+                    "bytes": bytes,
+                    "max_size": max_size,
+                }))
+            })
+            .collect();
+        json!({ "routes": routes })
+    }
+
+    /// `POST /cache/purge?key=K` drops key `K`, `?prefix=P` every key starting with `P`, from
+    /// every route's cache.
+    fn purge(&self, query: &str) -> Response<Full<Bytes>> {
+        let mut key = None;
+        let mut prefix = None;
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*name {
+                "key" => key = Some(value.into_owned()),
+                "prefix" => prefix = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        let snapshot = self.core.snapshot();
+        let caches = snapshot.routes.iter().filter_map(|r| r.cache.as_ref());
+        let purged: usize = match (key, prefix) {
+            (Some(key), None) => caches.filter(|c| c.store().remove(&key)).count(),
+            (None, Some(prefix)) => caches.map(|c| c.store().remove_prefix(&prefix)).sum(),
+            _ => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "give exactly one of ?key=KEY or ?prefix=PREFIX"}),
+                );
+            }
+        };
+        json_response(StatusCode::OK, json!({ "purged": purged }))
+    }
+
     fn metrics(&self) -> Response<Full<Bytes>> {
         let Some(handle) = &self.metrics else {
             return json_response(
@@ -282,6 +337,16 @@ impl Admin {
         };
         let snapshot = self.core.snapshot();
         crate::metrics::update_endpoint_gauges(snapshot.upstreams.values().map(|u| &**u));
+        for route in &snapshot.routes {
+            if let Some(cache) = &route.cache {
+                let (entries, bytes, _) = cache.store().usage();
+                crate::metrics::update_cache_gauges(
+                    &format!("route[{}]", route.index),
+                    entries,
+                    bytes,
+                );
+            }
+        }
         Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(handle.render())))

@@ -108,6 +108,56 @@ impl RouteMetrics {
     }
 }
 
+/// How a cached route's requests were served, for `maitred_cache_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Answered from the cache, fresh (or stale as the request allowed).
+    Hit,
+    /// Answered with a stale copy (`stale-while-revalidate`, `stale-if-error`).
+    Stale,
+    /// A stale copy was revalidated with the origin (`304`) and served.
+    Revalidated,
+    /// Fetched from the origin.
+    Miss,
+    /// Not cacheable (method, plugin bypass) and forwarded.
+    Bypass,
+    /// Answered from the cache after waiting for another request's fetch.
+    Collapsed,
+}
+
+const CACHE_RESULTS: [&str; 6] = ["hit", "stale", "revalidated", "miss", "bypass", "collapsed"];
+
+/// Per-route cache counters.
+pub struct CacheMetrics {
+    results: Vec<Counter>,
+}
+
+impl CacheMetrics {
+    /// Registers the handles of route `route` (its label, e.g. `route[3]`).
+    pub fn new(route: &str) -> CacheMetrics {
+        CacheMetrics {
+            results: CACHE_RESULTS
+                .iter()
+                .map(|result| {
+                    counter!("maitred_cache_requests_total", "route" => route.to_owned(), "result" => *result)
+                })
+                .collect(),
+        }
+    }
+
+    /// Counts one request.
+    pub fn record(&self, result: CacheResult) {
+        self.results[result as usize].increment(1);
+    }
+}
+
+/// Sets the size gauges of a route's cache: `entries` keys holding `bytes`; called when
+/// metrics are rendered.
+pub fn update_cache_gauges(route: &str, entries: u64, bytes: u64) {
+    gauge!("maitred_cache_entries", "route" => route.to_owned()).set(entries as f64);
+    gauge!("maitred_cache_bytes", "route" => route.to_owned()).set(bytes as f64);
+}
+
 /// Per-upstream failure and retry counters.
 pub struct UpstreamMetrics {
     /// Connections that could not be made (refused, timed out, TLS failed).

@@ -1,7 +1,23 @@
-//! HTTP caching (RFC 9111). So far: [`policy`], the pure rules; storage, revalidation and the
-//! request path come next.
+//! HTTP caching (RFC 9111), per route: `cache = { max_size, max_object_size }`.
+//!
+//! - [`policy`]: the RFC's rules as pure functions (storable? fresh? how old?);
+//! - [`store`]: the bytes-bounded moka store of responses and their `Vary` variants;
+//! - [`route_cache`]: the two phases the proxy calls around forwarding (lookup, then
+//!   store/refresh/invalidate), with [`flight`] (request coalescing), [`capture`] (storing a
+//!   body as it streams), [`conditional`] (304s both ways) and [`status`] (`Cache-Status`).
+//!
+//! Plugins shape it per request through [`PluginCacheControl`] (key, bypass, TTL).
 
+pub mod capture;
+pub mod conditional;
+pub mod flight;
 pub mod policy;
+pub mod route_cache;
+pub mod status;
+pub mod store;
+
+pub use capture::CaptureBody;
+pub use route_cache::{Lookup, Pending, Refresh, RouteCache};
 
 use std::time::Duration;
 

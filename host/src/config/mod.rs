@@ -186,7 +186,7 @@ pub struct ListenerConfig {
 }
 
 /// `[[route]]`: which requests go where, through which plugins.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
     /// The listeners this route is attached to.
     pub listeners: Vec<String>,
@@ -198,6 +198,20 @@ pub struct RouteConfig {
     pub upstream: String,
     /// Plugin chain, run in order on requests and in reverse order on responses.
     pub plugins: Vec<String>,
+    /// The route's HTTP cache, if it has one.
+    pub cache: Option<CacheConfig>,
+}
+
+/// A route's HTTP cache (`cache = { ... }` on a route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Most bytes of responses (bodies plus headers) kept; least-used entries go first.
+    pub max_size: u64,
+    /// Largest body stored; bigger ones stream through uncached.
+    pub max_object_size: u64,
+    /// How long requests for a key that is being fetched wait for that fetch to finish
+    /// (and be answered from the cache) before going to the origin themselves.
+    pub lock_timeout: Duration,
 }
 
 /// How an upstream spreads requests (L7) and connections (L4) over its endpoints.
@@ -422,6 +436,36 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// Validates a route's `cache` table.
+    fn cache(&self, c: &Spanned<raw::RawCache>, key: &str) -> Result<CacheConfig, ConfigError> {
+        let raw = c.get_ref();
+        let size = |s: &Option<Spanned<units::SizeStr>>, default: u64| {
+            s.as_ref().map_or(default, |s| s.get_ref().0)
+        };
+        let max_size = size(&raw.max_size, 256 << 20);
+        let max_object_size = size(&raw.max_object_size, (8 << 20).min(max_size));
+        if max_size == 0 {
+            let span = raw.max_size.as_ref().map_or(c.span(), Spanned::span);
+            return self.err(span, format!("{key}.max_size"), "must be more than 0");
+        }
+        if max_object_size > max_size.min(1 << 30) {
+            let span = raw.max_object_size.as_ref().map_or(c.span(), Spanned::span);
+            return self.err(
+                span,
+                format!("{key}.max_object_size"),
+                "must be at most max_size, and at most 1GiB",
+            );
+        }
+        Ok(CacheConfig {
+            max_size,
+            max_object_size,
+            lock_timeout: raw
+                .lock_timeout
+                .as_ref()
+                .map_or(Duration::from_secs(5), |d| d.0),
+        })
+    }
+
     fn err<T>(
         &self,
         span: std::ops::Range<usize>,
@@ -570,6 +614,10 @@ impl Validator<'_> {
                 path_prefix,
                 upstream: r.upstream.get_ref().clone(),
                 plugins: r.plugins.iter().map(|p| p.get_ref().clone()).collect(),
+                cache: match &r.cache {
+                    Some(c) => Some(self.cache(c, &format!("{key}.cache"))?),
+                    None => None,
+                },
             });
         }
 

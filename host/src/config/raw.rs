@@ -91,6 +91,15 @@ pub(super) struct RawRoute {
     pub upstream: Spanned<String>,
     #[serde(default)]
     pub plugins: Vec<Spanned<String>>,
+    pub cache: Option<Spanned<RawCache>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub max_size: Option<Spanned<SizeStr>>,
+    pub max_object_size: Option<Spanned<SizeStr>>,
+    pub lock_timeout: Option<DurationStr>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,7 +20,9 @@ pub struct ProxyBody {
 enum Kind {
     /// Streamed from the upstream as it arrives.
     Upstream(UpstreamBody),
-    /// A complete body (error pages, plugin responses); `None` once sent.
+    /// Streamed from the upstream and stored in the route's cache at the end.
+    Caching(crate::cache::CaptureBody),
+    /// A complete body (error pages, plugin responses, cache hits); `None` once sent.
     Full(Option<Bytes>),
 }
 
@@ -42,6 +44,14 @@ impl ProxyBody {
         }
     }
 
+    /// An upstream's body, streamed and stored in a cache as it goes.
+    pub fn caching(body: crate::cache::CaptureBody) -> Self {
+        ProxyBody {
+            kind: Kind::Caching(body),
+            log: None,
+        }
+    }
+
     /// Sends `record` to the access log when the body ends; its `bytes` count what is
     /// sent and its `duration` runs from `started` to the end.
     pub fn log_when_done(&mut self, record: AccessRecord, started: Instant) {
@@ -54,6 +64,7 @@ impl ProxyBody {
     fn kind_is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Caching(body) => body.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
         }
     }
@@ -84,6 +95,7 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Caching(body) => Pin::new(body).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         if let Some(entry) = &mut this.log {
@@ -108,6 +120,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Upstream(body) => body.size_hint(),
+            Kind::Caching(body) => body.size_hint(),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

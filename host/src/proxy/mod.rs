@@ -5,9 +5,12 @@
 //! 2. **route** by host and longest path prefix (no match: 404);
 //! 3. **request filters**: the route's plugin chain may edit the head, pick another upstream,
 //!    or answer directly;
-//! 4. **choose an endpoint** with the upstream's balancer;
-//! 5. **forward** over a pooled connection (connect failure 502, no response in time 504);
-//! 6. **response filters**: the chain in reverse order may edit the response head;
+//! 4. **cache** (routes with a `cache`): answer from the cache, or forward (conditionally when
+//!    a stale copy can be revalidated) and store the response as it streams back;
+//! 5. **choose an endpoint** with the upstream's balancer and **forward** over a pooled
+//!    connection (connect failure 502, no response in time 504);
+//! 6. **response filters**: the chain in reverse order may edit the response head (cache
+//!    hits included);
 //! 7. **log**, and stream the body back.
 //!
 //! A WebSocket (or other `Upgrade`) handshake takes the same path; when the upstream
@@ -25,10 +28,11 @@ pub use body::ProxyBody;
 pub use headers::{request_authority, rewrite_path_and_query};
 
 use crate::access_log::{self, AccessRecord};
+use crate::cache::{Lookup, PluginCacheControl, Refresh};
 use crate::plugin::{RequestView, ResponseView};
 use crate::runtime::server::Shared;
 use crate::runtime::{Route, Snapshot};
-use crate::upstream::RequestBody;
+use crate::upstream::{RequestBody, Upstream};
 use filters::ChainRun;
 use headers::Forwarding;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -166,6 +170,7 @@ async fn proxy_on_route(
     // 3. request filters
     let mut chain = ChainRun::new(route);
     let mut upstream = &route.upstream;
+    let mut cache_control = PluginCacheControl::default();
     if !route.request_plugins.is_empty() {
         let plugins_started = Instant::now();
         let view = RequestView {
@@ -173,7 +178,7 @@ async fn proxy_on_route(
             client: conn.client,
             upstream: upstream.name.clone(),
             upstream_override: None,
-            cache: Default::default(),
+            cache: PluginCacheControl::default(),
         };
         let filtered = chain.on_request(snapshot, view);
         trace.plugin_time += plugins_started.elapsed();
@@ -183,23 +188,37 @@ async fn proxy_on_route(
                     upstream = &snapshot.upstreams[name];
                 }
                 parts = view.parts;
+                cache_control = view.cache;
             }
             Err(answer) => return *answer,
         }
     }
     trace.upstream = Some(upstream.name.clone());
+    let forwarding = Forwarding {
+        client_ip: &conn.client_ip,
+        proto: conn.proto,
+    };
 
-    // 4-5. choose an endpoint and forward (retrying elsewhere when safe)
+    // 4. cache lookup: answer from the route's cache, or forward (maybe conditionally)
+    let mut pending = None;
+    if let Some(cache) = route.cache.as_ref().filter(|_| client_upgrade.is_none()) {
+        match cache.lookup(&mut parts, cache_control).await {
+            Lookup::Answer(response, refresh) => {
+                if let Some(refresh) = refresh {
+                    refresh_in_background(upstream.clone(), refresh, forwarding, conn.client);
+                }
+                let (parts, body) = response.into_parts();
+                return respond(route, &mut chain, parts, body, trace);
+            }
+            Lookup::Forward(forward) => pending = Some(forward),
+        }
+    }
+
+    // 5. choose an endpoint and forward (retrying elsewhere when safe)
     let Ok(body) = RequestBody::prefetch(body).await else {
         return responses::error(StatusCode::BAD_REQUEST);
     };
-    headers::prepare_upstream_request(
-        &mut parts,
-        Forwarding {
-            client_ip: &conn.client_ip,
-            proto: conn.proto,
-        },
-    );
+    headers::prepare_upstream_request(&mut parts, forwarding);
     if let Some(requested) = &client_upgrade {
         requested.restore(&mut parts.headers);
     }
@@ -208,7 +227,18 @@ async fn proxy_on_route(
         Ok(forwarded) => forwarded,
         Err(failure) => {
             tracing::warn!(route = route.index, upstream = %upstream.name, "{}", failure.reason);
-            return responses::error(failure.status);
+            let Some(pending) = pending else {
+                return responses::error(failure.status);
+            };
+            let mut error = responses::error(failure.status);
+            pending.mark(&mut error);
+            return match pending.on_failure() {
+                Some(stale) => {
+                    let (parts, body) = stale.into_parts();
+                    respond(route, &mut chain, parts, body, trace)
+                }
+                None => error,
+            };
         }
     };
     let (endpoint, sticky_cookie, response) = (
@@ -227,11 +257,29 @@ async fn proxy_on_route(
     if let Some(protocol) = switched {
         upgrade::restore_response(&mut parts.headers, protocol);
     }
+    let (mut parts, body) = match pending {
+        Some(pending) => pending.on_response(parts, body).into_parts(),
+        None => (parts, ProxyBody::upstream(body)),
+    };
     if let Some(cookie) = sticky_cookie {
         parts.headers.append(http::header::SET_COOKIE, cookie);
     }
+    tracing::debug!(
+        route = route.index, upstream = %upstream.name, %endpoint, %method,
+        status = parts.status.as_u16(), micros = trace.started.elapsed().as_micros() as u64, upgraded,
+        "proxied"
+    );
+    respond(route, &mut chain, parts, body, trace)
+}
 
-    // 6. response filters
+/// Phases 6 and 7: the response filters (the chain in reverse order), then the response.
+fn respond(
+    route: &Route,
+    chain: &mut ChainRun<'_>,
+    mut parts: http::response::Parts,
+    body: ProxyBody,
+    trace: &mut Trace,
+) -> Response<ProxyBody> {
     if !route.response_plugins.is_empty() {
         let plugins_started = Instant::now();
         let filtered = chain.on_response(ResponseView { parts });
@@ -241,12 +289,34 @@ async fn proxy_on_route(
             Err(answer) => return *answer,
         }
     }
+    Response::from_parts(parts, body)
+}
 
-    // 7. log
-    tracing::debug!(
-        route = route.index, upstream = %upstream.name, %endpoint, %method,
-        status = parts.status.as_u16(), micros = trace.started.elapsed().as_micros() as u64, upgraded,
-        "proxied"
-    );
-    Response::from_parts(parts, ProxyBody::upstream(body))
+/// Revalidates a stale cached response in the background (`stale-while-revalidate`): sends
+/// the conditional request to `upstream` and reads the answer to its end, which stores it.
+fn refresh_in_background(
+    upstream: Arc<Upstream>,
+    refresh: Refresh,
+    forwarding: Forwarding<'_>,
+    client: SocketAddr,
+) {
+    let Refresh {
+        mut request,
+        pending,
+    } = refresh;
+    headers::prepare_upstream_request(&mut request, forwarding);
+    tokio::spawn(async move {
+        match forward::forward(&upstream, request, RequestBody::empty(), client).await {
+            Ok(forwarded) => {
+                let (mut parts, body) = forwarded.response.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                let response = pending.on_response(parts, body);
+                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            }
+            Err(failure) => {
+                tracing::warn!(upstream = %upstream.name, "background revalidation failed: {}", failure.reason);
+                let _ = pending.on_failure();
+            }
+        }
+    });
 }

@@ -2,6 +2,7 @@
 //! and loaded plugins. Built whole from a [`Config`] before anything serves with it; the
 //! request path only reads it.
 
+use crate::cache::RouteCache;
 use crate::config::{Config, ListenerConfig};
 use crate::listener::http::HttpSettings;
 use crate::plugin::{LoadedPlugin, PluginError, PluginKind};
@@ -80,6 +81,8 @@ pub struct Route {
     pub response_plugins: Vec<usize>,
     /// Request counters and latency, labelled `route[INDEX]`.
     pub metrics: crate::metrics::RouteMetrics,
+    /// The route's HTTP cache, if it has one.
+    pub cache: Option<Arc<RouteCache>>,
 }
 
 /// A snapshot could not be built: a plugin failed to load.
@@ -203,8 +206,14 @@ impl Snapshot {
         for (index, r) in config.routes.iter().enumerate() {
             let chain: Vec<Arc<LoadedPlugin>> =
                 r.plugins.iter().map(|name| plugins[name].clone()).collect();
+            let cache = r.cache.as_ref().map(|c| {
+                previous
+                    .and_then(|prev| prev.reusable_cache(r))
+                    .unwrap_or_else(|| Arc::new(RouteCache::new(c, &format!("route[{index}]"))))
+            });
             routes.push(Route {
                 index,
+                cache,
                 metrics: crate::metrics::RouteMetrics::new(&format!("route[{index}]")),
                 upstream: upstreams[&r.upstream].clone(),
                 request_plugins: (0..chain.len())
@@ -264,6 +273,23 @@ impl Snapshot {
             plugin_records,
             config: config.clone(),
         })
+    }
+
+    /// The cache of this snapshot's route that matches the same requests as `route` with
+    /// the same cache settings, to keep across a reload.
+    fn reusable_cache(&self, route: &crate::config::RouteConfig) -> Option<Arc<RouteCache>> {
+        let settings = route.cache.as_ref()?;
+        self.config
+            .routes
+            .iter()
+            .zip(&self.routes)
+            .find(|(old, _)| {
+                old.listeners == route.listeners
+                    && old.host == route.host
+                    && old.path_prefix == route.path_prefix
+            })
+            .and_then(|(_, old)| old.cache.clone())
+            .filter(|cache| cache.has_config(settings))
     }
 
     /// The route for a request on `listener` to `host` (without port) and `path`.

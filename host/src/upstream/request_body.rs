@@ -37,6 +37,14 @@ impl RequestBody {
         })
     }
 
+    /// No body (for requests the proxy makes itself, like a cache revalidation).
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            first: None,
+            rest: None,
+        }
+    }
+
     /// A copy of this body for a retry, if all of it has been read and it is small (up to
     /// 64 KiB) and has no trailers.
     pub fn replay_copy(&self) -> Option<RequestBody> {
