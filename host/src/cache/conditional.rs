@@ -30,7 +30,7 @@ pub const NOT_MODIFIED_HEADERS: [HeaderName; 7] = [
 
 /// Makes `request` conditional on the stored response's validators: `If-None-Match` with
 /// its `ETag`, `If-Modified-Since` with its `Last-Modified` (replacing the client's own).
-/// Returns whether there was any validator to send.
+/// Returns whether there was any validator to send (without, the request is a plain GET).
 pub fn add_validators(request: &mut HeaderMap, stored: &HeaderMap) -> bool {
     request.remove(header::IF_NONE_MATCH);
     request.remove(header::IF_MODIFIED_SINCE);

@@ -75,7 +75,8 @@ enum Mode {
     },
     /// A miss: store the response if it may be.
     Fill(Box<Fill>),
-    /// A stale copy was made conditional: refresh it on 304, else as a miss.
+    /// A stale copy is being revalidated (conditionally when it has validators): refresh it
+    /// on 304, serve it on error when allowed, else treat the answer as a miss.
     Revalidate {
         fill: Box<Fill>,
         stored: Arc<Stored>,
@@ -290,11 +291,9 @@ impl RouteCache {
             };
             let client_conditionals = conditionals(&parts.headers);
             let fill = fill(leader);
-            if !conditional::add_validators(&mut parts.headers, &stored.headers) {
-                // Nothing to validate with: fetch it again.
-                let status = CacheStatus::forwarded(fwd);
-                return self.forward(Mode::Fill(fill), status, CacheResult::Miss);
-            }
+            // Without validators this is a plain fetch, but the stale copy is still there
+            // for `stale-if-error`.
+            conditional::add_validators(&mut parts.headers, &stored.headers);
             let mode = Mode::Revalidate {
                 fill,
                 stored,
@@ -345,15 +344,12 @@ impl RouteCache {
             .ok()?
             .into_parts();
         request.headers = parts.headers.clone();
-        let mode = if conditional::add_validators(&mut request.headers, &stored.headers) {
-            Mode::Revalidate {
-                fill,
-                stored: stored.clone(),
-                client_conditionals: HeaderMap::new(),
-                may_serve_if_error: false,
-            }
-        } else {
-            Mode::Fill(fill)
+        conditional::add_validators(&mut request.headers, &stored.headers);
+        let mode = Mode::Revalidate {
+            fill,
+            stored: stored.clone(),
+            client_conditionals: HeaderMap::new(),
+            may_serve_if_error: false,
         };
         Some(Refresh {
             request,
