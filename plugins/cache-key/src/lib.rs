@@ -42,7 +42,8 @@
 //! - `device_class` (default `false`): classifies the `User-Agent` as `mobile`, `tablet` or
 //!   `desktop` (substring rules, see [`device::Device::classify`]), sets the request header
 //!   `x-device-class` to it (replacing any the client sent, so the origin can rely on it)
-//!   and adds it to the key.
+//!   and adds it to the key. The origin does not need to `Vary` on it (it is in the key);
+//!   a `Vary: User-Agent` from the origin would still split entries per exact agent string.
 //! - `key_header` (a header name): sends the final key upstream in this request header, to
 //!   see it in the origin's logs.
 //!

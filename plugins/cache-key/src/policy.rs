@@ -127,12 +127,49 @@ impl Policy {
         }
         plan.bypass = self.bypass.reason(req, path, query, cookies);
 
-        let original = req.cache_key();
-        let (url, suffix) = key::split(&original);
+        // (A rewritten query implies a query filter, so `shapes_key` holds then too.)
+        if self.shapes_key() {
+            let original = req.cache_key();
+            let key = self.key(&original, req, plan.device, cookies);
+            if let Some(header) = &self.key_header {
+                plan.key_header = Some((header.clone(), key.clone()));
+            }
+            if key != original || plan.query.is_some() {
+                plan.key = Some(key);
+            }
+        }
+        if plan.bypass.is_none() {
+            plan.ttl = self
+                .ttl
+                .iter()
+                .find(|r| r.matches(path()))
+                .map(|r| r.seconds);
+        }
+        plan
+    }
+
+    /// Whether any setting changes or reports the key (else it is not even read).
+    fn shapes_key(&self) -> bool {
+        !self.query.is_identity()
+            || !self.headers.is_empty()
+            || !self.cookies.is_empty()
+            || self.key_header.is_some()
+    }
+
+    /// The key built from the key so far: its query filtered, then the header, device and
+    /// cookie components (see the crate docs for the format).
+    fn key<'a>(
+        &self,
+        original: &str,
+        req: &impl RequestView,
+        device: Option<Device>,
+        cookies: impl Fn() -> &'a [Vec<u8>],
+    ) -> String {
+        let (url, suffix) = key::split(original);
         let mut k = key::filter_url(url, &self.query);
         k.push_str(suffix);
         for name in &self.headers {
-            match plan.device {
+            match device {
                 Some(device) if name == device::HEADER => {
                     key::push_component(&mut k, name, device.as_str().as_bytes())
                 }
@@ -149,21 +186,7 @@ impl Policy {
                 key::push_component(&mut k, &format!("cookie:{name}"), value);
             }
         }
-        if let Some(header) = &self.key_header {
-            plan.key_header = Some((header.clone(), k.clone()));
-        }
-        if k != original || plan.query.is_some() {
-            plan.key = Some(k);
-        }
-
-        if plan.bypass.is_none() {
-            plan.ttl = self
-                .ttl
-                .iter()
-                .find(|r| r.matches(path()))
-                .map(|r| r.seconds);
-        }
-        plan
+        k
     }
 }
 
@@ -228,6 +251,7 @@ mod tests {
         query: Option<&'static str>,
         headers: Vec<(&'static str, &'static [u8])>,
         key: Option<&'static str>,
+        key_reads: std::cell::Cell<usize>,
     }
 
     fn get(target: &'static str, headers: &[(&'static str, &'static str)]) -> Fake {
@@ -242,6 +266,7 @@ mod tests {
             query,
             headers: headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect(),
             key: None,
+            key_reads: Default::default(),
         }
     }
 
@@ -263,6 +288,7 @@ mod tests {
                 .collect()
         }
         fn cache_key(&self) -> String {
+            self.key_reads.set(self.key_reads.get() + 1);
             match (self.key, self.query) {
                 (Some(key), _) => key.into(),
                 (None, Some(q)) => format!("{}{}?{q}", self.authority, self.path),
@@ -424,6 +450,17 @@ mod tests {
         // Bypassed requests get no lifetime override; the others do.
         assert_eq!(p.plan(&get("/p?preview=1", &[])).ttl, None);
         assert_eq!(p.plan(&get("/p", &[])).ttl, Some(60));
+    }
+
+    #[test]
+    fn the_key_is_read_only_when_a_setting_shapes_it() {
+        let p = policy(r#"{"bypass": {"headers": ["authorization"]}, "ttl": [{"ttl": 5}]}"#);
+        let req = get("/p?a=1", &[]);
+        assert_eq!(p.plan(&req).ttl, Some(5));
+        assert_eq!(req.key_reads.get(), 0);
+        let p = policy(r#"{"headers": ["x-a"]}"#);
+        p.plan(&req);
+        assert_eq!(req.key_reads.get(), 1);
     }
 
     #[test]
