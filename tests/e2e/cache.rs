@@ -831,7 +831,7 @@ async fn vary_keeps_one_variant_per_request_header_value() {
     assert_status_has(&r, &["fwd=", "stored"]);
     let r = rig.get("/v", &br).await;
     assert_eq!(r.body, "enc\naccept-encoding=br", "{}", show(&r));
-    assert_status_has(&r, &["fwd=", "stored"]);
+    assert_status_has(&r, &["fwd=vary-miss", "stored"]);
     assert_hits!(rig, "/v", 2, "another Accept-Encoding is another variant");
     for _ in 0..2 {
         let r = rig.get("/v", &gzip).await;
@@ -845,6 +845,36 @@ async fn vary_keeps_one_variant_per_request_header_value() {
     let r = rig.get("/v", &[]).await;
     assert_eq!(r.body, "enc\naccept-encoding=", "{}", show(&r));
     assert_hits!(rig, "/v", 3, "no Accept-Encoding is a third variant");
+}
+
+#[tokio::test]
+async fn unsafe_method_invalidates_every_variant() {
+    let rig = Rig::start(CACHE).await;
+    rig.origin.set(
+        "/vi",
+        Answer::ok("enc")
+            .cc("max-age=60")
+            .header("vary", "Accept-Encoding")
+            .echo("accept-encoding"),
+    );
+    let gzip = [("accept-encoding", "gzip")];
+    let br = [("accept-encoding", "br")];
+    for _ in 0..2 {
+        rig.get("/vi", &gzip).await;
+        rig.get("/vi", &br).await;
+    }
+    assert_eq!(rig.origin.hits_by("GET", "/vi"), 2, "{}", rig.seen("/vi"));
+    assert_eq!(rig.send("POST", "/vi", &[]).await.status, 200);
+    let r = rig.get("/vi", &gzip).await;
+    assert_eq!(r.body, "enc\naccept-encoding=gzip");
+    let r = rig.get("/vi", &br).await;
+    assert_eq!(r.body, "enc\naccept-encoding=br");
+    assert_eq!(
+        rig.origin.hits_by("GET", "/vi"),
+        4,
+        "both variants were dropped: {}",
+        rig.seen("/vi")
+    );
 }
 
 #[tokio::test]
@@ -1053,6 +1083,12 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_background() 
     assert_eq!(stale.status, 200, "{}", show(&stale));
     assert_eq!(stale.body, "old", "served stale at once: {}", show(&stale));
     assert_status_has(&stale, &["hit", "detail=stale-while-revalidate"]);
+    let ttl = cache_status_ttl(cache_status(&stale));
+    assert!(
+        ttl.is_some_and(|t| t < 0),
+        "a stale hit has a negative ttl: {}",
+        show(&stale)
+    );
     // More requests while the refresh is under way: no second refresh.
     for _ in 0..3 {
         let r = rig.get("/swr", &[]).await;
@@ -1246,6 +1282,41 @@ async fn coalesced_waiters_go_to_origin_when_the_leader_response_is_unstorable()
         );
     }
     assert_hits!(rig, "/mine", 10, "every waiter asked the origin itself");
+}
+
+#[tokio::test]
+async fn coalesced_waiters_stop_waiting_after_lock_timeout() {
+    let rig = Rig::start(r#"{ max_size = "16MiB", lock_timeout = "100ms" }"#).await;
+    rig.origin.set(
+        "/lock",
+        Answer::ok("slow")
+            .cc("max-age=60")
+            .delay(Duration::from_millis(2000)),
+    );
+    let url = rig.url("/lock");
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url, &[]).await })
+        })
+        .collect();
+    // The leader's answer takes 2 s; the waiters give up after 100 ms and go to the origin
+    // themselves, long before that.
+    let started = Instant::now();
+    while rig.origin.hits("/lock") < 4 && started.elapsed() < Duration::from_millis(1800) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_hits!(
+        rig,
+        "/lock",
+        4,
+        "waiters went to the origin after lock_timeout"
+    );
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{}", show(&r));
+        assert_eq!(r.body, "slow");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1535,6 +1606,31 @@ async fn metrics_count_cache_results() {
     assert!(after.has("maitred_cache_entries", &[]), "{}", after.text);
     assert!(after.has("maitred_cache_bytes", &[]), "{}", after.text);
     assert_hits!(rig, "/m", 1);
+}
+
+#[tokio::test]
+async fn cache_survives_a_reload_that_keeps_the_route() {
+    let origin = Origin::start().await;
+    origin.set("/r", Answer::ok("kept").cc("max-age=600").serial());
+    let toml = cache_config(origin.addr, CACHE);
+    let cfg = maitred_tests::ops::ConfigFile::new("cache-reload", &toml);
+    let server = cfg.start();
+    let url = format!("http://{}/r", server.local_addr("web").unwrap());
+    assert_eq!(get(&url, &[]).await.body, "kept#1");
+    // The same config again, plus an unrelated route.
+    cfg.write(&format!(
+        "{toml}[[route]]\nlistener = \"web\"\npath_prefix = \"/other/\"\nupstream = \"origin\"\n"
+    ));
+    server.reload().expect("reload");
+    let r = get(&url, &[]).await;
+    assert_eq!(
+        r.body,
+        "kept#1",
+        "the entry survived the reload: {}",
+        show(&r)
+    );
+    assert_hit(&r);
+    assert_eq!(origin.hits("/r"), 1);
 }
 
 // ---------------------------------------------------------------------------------------

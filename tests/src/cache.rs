@@ -449,10 +449,7 @@ impl OriginBody {
 
     fn chunks(bytes: &[u8], size: usize) -> OriginBody {
         OriginBody {
-            chunks: bytes
-                .chunks(size)
-                .map(|c| Bytes::copy_from_slice(c))
-                .collect(),
+            chunks: bytes.chunks(size).map(Bytes::copy_from_slice).collect(),
             length: None,
         }
     }
