@@ -1396,6 +1396,64 @@ async fn chunked_body_above_max_object_size_streams_through_uncached() {
     assert_hits!(rig, "/smallc", 1, "a small chunked body is stored");
 }
 
+#[tokio::test]
+async fn incomplete_body_is_not_stored() {
+    let rig = Rig::start(CACHE).await;
+    let full = pattern(100_000);
+    rig.origin.set(
+        "/cut",
+        Answer::ok("")
+            .bytes(full.clone())
+            .cc("max-age=60")
+            .truncate(30_000),
+    );
+    rig.origin.set(
+        "/cutc",
+        Answer::ok("")
+            .bytes(full.clone())
+            .cc("max-age=60")
+            .chunked(10_000)
+            .truncate(30_000),
+    );
+    for p in ["/cut", "/cutc"] {
+        let first = try_get(&rig.url(p)).await;
+        assert!(
+            first.as_ref().is_ok_and(|r| r.status != 200) || first.is_err(),
+            "{p}: a body cut short upstream looked complete to the client: {:?}",
+            first.map(|r| show(&r))
+        );
+        rig.origin
+            .set(p, Answer::ok("").bytes(full.clone()).cc("max-age=60"));
+        let r = rig.get(p, &[]).await;
+        assert!(r.body.as_bytes() == full.as_slice(), "{p}: {}", show(&r));
+        assert_hits!(rig, p, 2, "the cut-short body was not stored");
+        assert_hit(&rig.get(p, &[]).await);
+    }
+}
+
+#[tokio::test]
+async fn on_response_plugins_run_on_hits_and_the_stored_copy_is_the_origins() {
+    let origin = Origin::start().await;
+    origin.set("/plug", Answer::ok("p").cc("max-age=60"));
+    let toml = cache_config(origin.addr, CACHE).replace(
+        "upstream = \"origin\"\ncache =",
+        "upstream = \"origin\"\nplugins = [\"tag\"]\ncache =",
+    ) + "[plugin.tag]\nwasm = \"headers.wasm\"\n\
+         config = { response = { append = { \"x-tag\" = \"t\" } } }\n";
+    assert!(toml.contains("plugins = [\"tag\"]"), "{toml}");
+    let proxy = Proxy::start(&toml);
+    let url = format!("{}/plug", proxy.url("web"));
+    for i in 0..3 {
+        let r = get(&url, &[]).await;
+        let tags: Vec<_> = r.headers.get_all("x-tag").iter().collect();
+        assert_eq!(tags, ["t"], "reply {i}: {}", show(&r));
+        if i > 0 {
+            assert_hit(&r);
+        }
+    }
+    assert_eq!(origin.hits("/plug"), 1);
+}
+
 /// Every object in the JSON of `GET /cache` that has a `bytes` field.
 fn cache_route_stats(v: &serde_json::Value) -> Vec<serde_json::Value> {
     let mut out = Vec::new();

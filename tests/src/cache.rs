@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -49,6 +49,8 @@ pub struct Answer {
     pub headers_304: Vec<(String, String)>,
     /// Close the connection instead of answering.
     pub reset: bool,
+    /// Send only this many body bytes, then fail the body (the connection is cut short).
+    pub truncate: Option<usize>,
 }
 
 impl Answer {
@@ -65,6 +67,7 @@ impl Answer {
             conditional: true,
             headers_304: Vec::new(),
             reset: false,
+            truncate: None,
         }
     }
 
@@ -137,6 +140,13 @@ impl Answer {
     /// Closes the connection instead of answering.
     pub fn reset(mut self) -> Answer {
         self.reset = true;
+        self
+    }
+
+    /// Sends only the first `n` body bytes (the head still announces the whole body when
+    /// it has a `Content-Length`), then cuts the connection.
+    pub fn truncate(mut self, n: usize) -> Answer {
+        self.truncate = Some(n);
         self
     }
 
@@ -421,19 +431,27 @@ async fn answer(state: &State, req: Request<Incoming>) -> Result<Response<Origin
         if answer.serial {
             body.extend_from_slice(format!("#{nth}").as_bytes());
         }
-        match answer.chunked {
+        let mut body = match answer.chunked {
             Some(size) => OriginBody::chunks(&body, size),
             None => OriginBody::full(Bytes::from(body)),
+        };
+        if let Some(n) = answer.truncate {
+            body.cut(n);
         }
+        body
     };
     state.log.lock().unwrap()[index].status = status;
     Ok(b.body(body).unwrap())
 }
 
-/// A body sent whole (with `Content-Length`) or as chunks (without).
+/// A body sent whole (with `Content-Length`) or as chunks (without), possibly failing
+/// part way.
 pub struct OriginBody {
     chunks: VecDeque<Bytes>,
     length: Option<u64>,
+    fail: bool,
+    /// Before failing, a pause that lets the head and the bytes before the cut leave.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl OriginBody {
@@ -444,30 +462,71 @@ impl OriginBody {
         } else {
             VecDeque::from([bytes])
         };
-        OriginBody { chunks, length }
+        OriginBody {
+            chunks,
+            length,
+            fail: false,
+            pause: None,
+        }
     }
 
     fn chunks(bytes: &[u8], size: usize) -> OriginBody {
         OriginBody {
             chunks: bytes.chunks(size).map(Bytes::copy_from_slice).collect(),
             length: None,
+            fail: false,
+            pause: None,
         }
+    }
+
+    /// Keeps the first `n` bytes and fails after them.
+    fn cut(&mut self, n: usize) {
+        let mut left = n;
+        let mut kept = VecDeque::new();
+        for mut c in self.chunks.drain(..) {
+            if left == 0 {
+                break;
+            }
+            if c.len() > left {
+                c.truncate(left);
+            }
+            left -= c.len();
+            kept.push_back(c);
+        }
+        self.chunks = kept;
+        self.fail = true;
+        self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(200))));
     }
 }
 
 impl Body for OriginBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.chunks.pop_front().map(|c| Ok(Frame::data(c))))
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(c) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(c))));
+        }
+        if self.fail {
+            if let Some(pause) = self.pause.as_mut() {
+                if pause.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.pause = None;
+            }
+            self.fail = false;
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "origin cut the body short",
+            ))));
+        }
+        Poll::Ready(None)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.length.is_some() && self.chunks.is_empty()
+        self.length.is_some() && self.chunks.is_empty() && !self.fail
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -524,6 +583,31 @@ pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &s
         b.body(Full::new(Bytes::from(body.to_string()))).unwrap(),
     )
     .await
+}
+
+/// `GET url` over a fresh HTTP/1.1 client (10 s limit): the reply, or why there is no
+/// complete one (the connection failed or the body was cut short).
+pub async fn try_get(url: &str) -> Result<Reply, String> {
+    let fut = async {
+        let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+        let resp = http1_client()
+            .request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| "timed out".to_string())?
 }
 
 /// The `Cache-Status` of a reply ("" when absent).
