@@ -1211,6 +1211,79 @@ async fn origin_error_without_stale_if_error_is_passed_through() {
     assert_hits!(rig, "/fail", 2);
 }
 
+#[tokio::test]
+async fn must_revalidate_stale_is_never_served_unvalidated() {
+    let rig = Rig::start(CACHE).await;
+    rig.origin.set(
+        "/mr",
+        Answer::ok("kept")
+            .cc("max-age=1, must-revalidate, stale-if-error=3600")
+            .etag("\"k\"")
+            .header("date", &http_date_in(-30)),
+    );
+    rig.get("/mr", &[]).await;
+    rig.origin.set("/mr", Answer::status(503, "down"));
+    let r = rig.get("/mr", &[("cache-control", "max-stale=3600")]).await;
+    assert_ne!(
+        r.status,
+        200,
+        "must-revalidate beats max-stale: {}",
+        show(&r)
+    );
+    assert_hits!(rig, "/mr", 2, "max-stale does not skip must-revalidate");
+    let r = rig.get("/mr", &[]).await;
+    assert_ne!(
+        r.status,
+        200,
+        "must-revalidate beats stale-if-error: {}",
+        show(&r)
+    );
+    assert_ne!(r.body, "kept");
+    assert_hits!(rig, "/mr", 3);
+}
+
+#[tokio::test]
+async fn only_if_cached_with_a_stale_entry_is_504_without_contacting_origin() {
+    let rig = Rig::start(CACHE).await;
+    rig.origin.set(
+        "/oics",
+        Answer::ok("aged")
+            .cc("max-age=1")
+            .etag("\"a\"")
+            .header("date", &http_date_in(-30)),
+    );
+    rig.get("/oics", &[]).await;
+    let r = rig
+        .get("/oics", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(r.status, 504, "{}", show(&r));
+    let r = rig
+        .get("/oics", &[("cache-control", "only-if-cached, max-stale")])
+        .await;
+    assert_eq!(r.status, 200, "max-stale accepts it: {}", show(&r));
+    assert_eq!(r.body, "aged");
+    assert_hits!(rig, "/oics", 1);
+}
+
+#[tokio::test]
+async fn hits_are_served_over_h2c() {
+    let rig = Rig::start(CACHE).await;
+    rig.origin
+        .set("/h2", Answer::ok("over h2").cc("max-age=60"));
+    let client = h2c_client();
+    for _ in 0..3 {
+        let req = http::Request::get(rig.url("/h2"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let r = send(&client, req).await;
+        assert_eq!(r.status, 200, "{}", show(&r));
+        assert_eq!(r.body, "over h2");
+    }
+    // And HTTP/1.1 shares the entries.
+    assert_hit(&rig.get("/h2", &[]).await);
+    assert_hits!(rig, "/h2", 1);
+}
+
 // ---------------------------------------------------------------------------------------
 // Coalescing
 // ---------------------------------------------------------------------------------------
