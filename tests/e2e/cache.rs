@@ -1392,6 +1392,56 @@ async fn coalesced_waiters_stop_waiting_after_lock_timeout() {
     }
 }
 
+#[tokio::test]
+async fn coalesced_waiters_get_their_own_vary_variant() {
+    let rig = Rig::start(CACHE).await;
+    rig.origin.set(
+        "/cv",
+        Answer::ok("enc")
+            .cc("max-age=60")
+            .header("vary", "Accept-Encoding")
+            .echo("accept-encoding")
+            .delay(Duration::from_millis(300)),
+    );
+    let url = rig.url("/cv");
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let url = url.clone();
+            let enc = if i % 2 == 0 { "gzip" } else { "br" };
+            tokio::spawn(async move { (enc, get(&url, &[("accept-encoding", enc)]).await) })
+        })
+        .collect();
+    for t in tasks {
+        let (enc, r) = t.await.unwrap();
+        assert_eq!(r.status, 200, "{}", show(&r));
+        assert_eq!(
+            r.body,
+            format!("enc\naccept-encoding={enc}"),
+            "a {enc} client got another variant: {}",
+            show(&r)
+        );
+    }
+    let hits = rig.origin.hits("/cv");
+    assert!((2..=12).contains(&hits), "{}", rig.seen("/cv"));
+}
+
+#[tokio::test]
+async fn partial_content_is_not_stored() {
+    let rig = Rig::start(CACHE).await;
+    rig.origin.set(
+        "/range",
+        Answer::status(206, "part")
+            .header("content-range", "bytes 0-3/100")
+            .cc("max-age=60"),
+    );
+    for _ in 0..2 {
+        let r = rig.get("/range", &[("range", "bytes=0-3")]).await;
+        assert_eq!(r.status, 206, "{}", show(&r));
+        assert_eq!(r.body, "part");
+    }
+    assert_hits!(rig, "/range", 2, "a 206 is never stored");
+}
+
 // ---------------------------------------------------------------------------------------
 // Size limits
 // ---------------------------------------------------------------------------------------
@@ -1709,6 +1759,39 @@ async fn admin_purge_by_prefix_drops_matching_keys() {
     assert_hits!(rig, "/p/a", 2);
     assert_hits!(rig, "/p/b?x=1", 2);
     assert_hits!(rig, "/q/c", 1);
+}
+
+#[tokio::test]
+async fn admin_purge_drops_every_variant_of_a_key() {
+    let rig = Rig::start(CACHE).await;
+    rig.origin.set(
+        "/pv",
+        Answer::ok("enc")
+            .cc("max-age=600")
+            .header("vary", "Accept-Encoding")
+            .echo("accept-encoding"),
+    );
+    let gzip = [("accept-encoding", "gzip")];
+    let br = [("accept-encoding", "br")];
+    rig.get("/pv", &gzip).await;
+    rig.get("/pv", &br).await;
+    assert_hit(&rig.get("/pv", &gzip).await);
+    assert_hit(&rig.get("/pv", &br).await);
+    let r = rig
+        .admin()
+        .post(&format!(
+            "/cache/purge?key={}",
+            percent_encode(&rig.key("/pv"))
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let json: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+    assert_eq!(json["purged"], 1, "one key, whatever its variants: {json}");
+    let stats = cache_route_stats(&rig.admin().json("/cache").await);
+    assert_eq!(stats[0]["entries"], 0, "{stats:?}");
+    rig.get("/pv", &gzip).await;
+    rig.get("/pv", &br).await;
+    assert_hits!(rig, "/pv", 4, "both variants were purged");
 }
 
 #[tokio::test]
