@@ -63,6 +63,7 @@ fn request_view() -> RequestView {
         upstream: Arc::from("backend"),
         upstream_override: None,
         cache: Default::default(),
+        body: None,
     }
 }
 

@@ -174,6 +174,25 @@ impl Request {
         self.0.set_upstream(name)
     }
 
+    /// The whole request body, if this plugin asked for it by returning a [`Phases`] with
+    /// [`Phases::REQUEST_BODY`] and it fit in the route's `max_body`; `None` otherwise.
+    ///
+    /// ```ignore
+    /// fn phases(&self) -> Phases {
+    ///     Phases::REQUEST | Phases::REQUEST_BODY
+    /// }
+    /// // in on_request:
+    /// if let Some(body) = req.body() {
+    ///     let form = maitred_sdk::body::form_args(&body);
+    /// }
+    /// ```
+    ///
+    /// [`Phases`]: crate::Phases
+    /// [`Phases::REQUEST_BODY`]: crate::Phases::REQUEST_BODY
+    pub fn body(&self) -> Option<Vec<u8>> {
+        self.0.body()
+    }
+
     /// The key the route's cache uses for this request: the one set with
     /// [`set_cache_key`](Self::set_cache_key), else the default `authority` + `path` +
     /// `?query` (authority lowercase), e.g. `example.com/img/a.png?v=2`.

@@ -86,6 +86,7 @@ mod config;
 pub mod connection;
 mod http;
 pub mod log;
+pub mod state;
 pub mod validate;
 
 pub use config::Config;

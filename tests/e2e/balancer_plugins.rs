@@ -459,6 +459,7 @@ fn other_worlds_calls_are_refused_both_ways() {
         upstream: Arc::from("main"),
         upstream_override: None,
         cache: Default::default(),
+        body: None,
     };
     let (view, result) = balancer.on_request(&mut instance, view);
     assert_eq!(view.parts.uri.path(), "/x", "the view comes back");

@@ -146,6 +146,7 @@ fn filters_and_connection_plugins_refuse_each_others_calls() {
         upstream: Arc::from("main"),
         upstream_override: None,
         cache: Default::default(),
+        body: None,
     };
     let (view, result) = conn.on_request(&mut instance, view);
     assert_eq!(view.parts.uri.path(), "/x", "the view comes back");

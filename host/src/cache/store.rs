@@ -8,6 +8,7 @@ use super::policy::CacheControl;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -136,6 +137,9 @@ impl Store {
         Store {
             entries: Cache::builder()
                 .max_capacity(max_size)
+                // Least recently used out, like nginx's and Varnish's caches: a new response
+                // always gets in (TinyLFU would keep old entries and turn new ones away).
+                .eviction_policy(EvictionPolicy::lru())
                 .weigher(|key: &String, entry: &Arc<Entry>| {
                     entry.weight().saturating_add(key.len() as u32)
                 })

@@ -436,20 +436,27 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    /// Validates a route's `cache` table.
-    fn cache(&self, c: &Spanned<raw::RawCache>, key: &str) -> Result<CacheConfig, ConfigError> {
-        let raw = c.get_ref();
+    /// Validates a route's `cache` table; `route_span` locates errors about absent keys.
+    fn cache(
+        &self,
+        raw: &raw::RawCache,
+        route_span: std::ops::Range<usize>,
+        key: &str,
+    ) -> Result<CacheConfig, ConfigError> {
         let size = |s: &Option<Spanned<units::SizeStr>>, default: u64| {
             s.as_ref().map_or(default, |s| s.get_ref().0)
         };
         let max_size = size(&raw.max_size, 256 << 20);
         let max_object_size = size(&raw.max_object_size, (8 << 20).min(max_size));
         if max_size == 0 {
-            let span = raw.max_size.as_ref().map_or(c.span(), Spanned::span);
+            let span = raw.max_size.as_ref().map_or(route_span, Spanned::span);
             return self.err(span, format!("{key}.max_size"), "must be more than 0");
         }
         if max_object_size > max_size.min(1 << 30) {
-            let span = raw.max_object_size.as_ref().map_or(c.span(), Spanned::span);
+            let span = raw
+                .max_object_size
+                .as_ref()
+                .map_or(route_span, Spanned::span);
             return self.err(
                 span,
                 format!("{key}.max_object_size"),
@@ -615,7 +622,7 @@ impl Validator<'_> {
                 upstream: r.upstream.get_ref().clone(),
                 plugins: r.plugins.iter().map(|p| p.get_ref().clone()).collect(),
                 cache: match &r.cache {
-                    Some(c) => Some(self.cache(c, &format!("{key}.cache"))?),
+                    Some(c) => Some(self.cache(c, r.upstream.span(), &format!("{key}.cache"))?),
                     None => None,
                 },
             });

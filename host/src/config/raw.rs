@@ -91,7 +91,7 @@ pub(super) struct RawRoute {
     pub upstream: Spanned<String>,
     #[serde(default)]
     pub plugins: Vec<Spanned<String>>,
-    pub cache: Option<Spanned<RawCache>>,
+    pub cache: Option<RawCache>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -192,6 +192,11 @@ impl LoadedPlugin {
         self.phases.contains(Phases::RESPONSE)
     }
 
+    /// Whether the plugin reads request bodies (the route buffers them for it).
+    pub fn wants_request_body(&self) -> bool {
+        self.phases.contains(Phases::REQUEST_BODY)
+    }
+
     /// An initialised instance: an idle one from this worker's pool, or a new one.
     pub fn acquire(&self) -> Result<PluginInstance, PluginFailure> {
         if self.isolation == Isolation::Pooled

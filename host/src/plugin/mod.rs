@@ -16,6 +16,7 @@ pub mod bindings;
 pub mod connection;
 pub mod engine;
 pub mod instance;
+pub mod shared_state;
 pub mod state;
 
 pub use balancer::{BalanceTarget, EndpointInfo};

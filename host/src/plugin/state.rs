@@ -51,6 +51,8 @@ pub struct RequestView {
     pub upstream_override: Option<String>,
     /// What the plugins asked of the route's cache (key, bypass, TTL).
     pub cache: crate::cache::PluginCacheControl,
+    /// The whole request body, when the route buffered it for a plugin that asked for it.
+    pub body: Option<bytes::Bytes>,
 }
 
 /// The response head lent to a plugin for one `on-response` call.
@@ -280,6 +282,9 @@ impl http::HostRequest for PluginState {
     ) -> Res<Result<(), String>> {
         self.req()?.upstream_override = Some(name);
         Ok(Ok(()))
+    }
+    fn body(&mut self, _: Resource<RequestHandle>) -> Res<Option<Vec<u8>>> {
+        Ok(self.req()?.body.as_ref().map(|b| b.to_vec()))
     }
     fn cache_key(&mut self, _: Resource<RequestHandle>) -> Res<String> {
         let req = self.req()?;

@@ -179,6 +179,7 @@ async fn proxy_on_route(
             upstream: upstream.name.clone(),
             upstream_override: None,
             cache: PluginCacheControl::default(),
+            body: None,
         };
         let filtered = chain.on_request(snapshot, view);
         trace.plugin_time += plugins_started.elapsed();
