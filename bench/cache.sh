@@ -247,7 +247,7 @@ client_share() { # client_share TIMEFILE -> percent of one core used by the load
 }
 
 # ---- throughput and p99: wrk -----------------------------------------------------------------
-RPS=(); P99=(); ERRS=(); CPUS=(); NOTES=(); CLIENT=(); ORIG=(); MEASURED=(); WARM_ORIG=()
+RPS=(); P99=(); ERRS=(); CPUS=(); NOTES=(); CLIENT=(); SERVER=(); PER_CORE=(); ORIG=(); MEASURED=(); WARM_ORIG=()
 for i in "${!S_NAME[@]}"; do
     only "${S_PID[$i]}"
     url=${S_URL[$i]}
@@ -255,7 +255,9 @@ for i in "${!S_NAME[@]}"; do
     c0=$(origin_count)
     timeout 10 "${CLIENT_PIN[@]}" wrk -t1 -c$CONNS -d1s "$url" >/dev/null 2>&1 || true
     c1=$(origin_count)
+    t0=$(cpu_ns "${S_PID[$i]}")
     out=$( { time timeout $((DURATION + 15)) "${CLIENT_PIN[@]}" wrk -t1 -c$CONNS -d"${DURATION}s" --latency "$url" 2>&1; } 2>"$WORK/time" ) || true
+    t1=$(cpu_ns "${S_PID[$i]}")
     c2=$(origin_count)
     rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -265,8 +267,12 @@ for i in "${!S_NAME[@]}"; do
     [ "$e" = 0 ] || log "${S_NAME[$i]} ${S_OBJ[$i]}: wrk reported errors: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')"
     RPS[$i]=$rps; P99[$i]=$(to_ms "$p99"); ERRS[$i]=$e; CPUS[$i]=""; NOTES[$i]=""
     CLIENT[$i]=$(client_share "$WORK/time")
+    # The proxy's share of its core during the run: below ~100 % something else (other jobs on a
+    # shared machine, the client) set the pace; req/s per proxy core-second does not depend on it.
+    SERVER[$i]=$(awk -v d=$((t1 - t0)) '/^[0-9.]+ [0-9.]+ [0-9.]+$/ {r = $1} END {if (r > 0) printf "%.0f", 100 * d / 1e9 / r; else print 0}' "$WORK/time")
+    PER_CORE[$i]=$(awk -v d=$((t1 - t0)) -v n="$n" 'BEGIN {if (d > 0) printf "%.0f", n / (d / 1e9); else print 0}')
     WARM_ORIG[$i]=$((c1 - c0)); ORIG[$i]=$((c2 - c1)); MEASURED[$i]=$n
-    log "${S_NAME[$i]} ${S_OBJ[$i]}: $rps req/s, p99 ${P99[$i]} ms, wrk at ${CLIENT[$i]}% of its core; origin requests: $((c1 - c0)) in the warm-up, $((c2 - c1)) of $n in the measured run"
+    log "${S_NAME[$i]} ${S_OBJ[$i]}: $rps req/s, p99 ${P99[$i]} ms, proxy at ${SERVER[$i]}% of a core (${PER_CORE[$i]} req per proxy CPU-second), wrk at ${CLIENT[$i]}%; origin requests: $((c1 - c0)) in the warm-up, $((c2 - c1)) of $n in the measured run"
 done
 
 # ---- CPU per request at a fixed rate: h2load, rounds interleaved over the scenarios ----------
@@ -311,21 +317,22 @@ echo
 DIRTY=""; [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && DIRTY=" (working tree with uncommitted changes)"
 echo "maitred cache benchmark, $(date -u +%Y-%m-%d), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$DIRTY, binary built $(date -u -r "$MAITRED" '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'))."
 echo "Origin: nginx, 1 worker, static files with \`Cache-Control: max-age=3600\`. nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), 1 worker: \`proxy_cache\` (\`proxy_cache_path\` on disk, \`keys_zone\` 10m, \`proxy_cache_valid 200 1h\`, \`proxy_cache_lock on\`, \`sendfile on\`, upstream keepalive). maitred: \`workers = 1\`, route \`${CACHE_LINE:-(no cache)}\`. $PIN_DESC."
-echo "Both caches warmed first (one miss each). req/s, p99: \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`. CPU µs/req: on-CPU time (schedstat) of the proxy during a fixed $RATE req/s load (\`h2load --h1 -c$RATE_CONNS --rps $RATE_PER_CONN -D $RATE_DURATION\`), median of $ROUNDS interleaved rounds (range). \"origin requests\": requests that reached the origin during the measured runs / requests measured (0 = every request a hit)."
+echo "Both caches warmed first (one miss each). req/s, p99: \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`; \"proxy core use\": the proxy's on-CPU time over that run's wall time (below ~100 %, other load on the server CPU or the client set the pace); \"req/s per proxy core\": that run's requests per proxy CPU-second. CPU µs/req: on-CPU time (schedstat) of the proxy during a fixed $RATE req/s load (\`h2load --h1 -c$RATE_CONNS --rps $RATE_PER_CONN -D $RATE_DURATION\`), median of $ROUNDS interleaved rounds (range). \"origin requests\": requests that reached the origin during the measured runs / requests measured (0 = every request a hit)."
 echo
-echo "| object | proxy | req/s | p99 (ms) | CPU µs/req | req/s maitred/nginx | CPU/req maitred/nginx | origin requests | errors, notes |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
+echo "| object | proxy | req/s | p99 (ms) | proxy core use | req/s per proxy core | CPU µs/req at $RATE req/s | req/s maitred/nginx | req/s per core maitred/nginx | CPU/req maitred/nginx | origin requests | errors, notes |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for i in "${!S_NAME[@]}"; do
     cpu=$(median "${CPUS[$i]}")
-    r_ratio=""; c_ratio=""
+    r_ratio=""; k_ratio=""; c_ratio=""
     if [ "${S_PROXY[$i]}" = maitred ]; then
         b=$((i - 1))   # the nginx row of the same object
-        r_ratio=$(ratio "${RPS[$i]}" "${RPS[$b]}"); c_ratio=$(ratio "$cpu" "$(median "${CPUS[$b]}")")
+        r_ratio=$(ratio "${RPS[$i]}" "${RPS[$b]}"); k_ratio=$(ratio "${PER_CORE[$i]}" "${PER_CORE[$b]}")
+        c_ratio=$(ratio "$cpu" "$(median "${CPUS[$b]}")")
     fi
     note=${NOTES[$i]}
     [ "${CLIENT[$i]}" -ge 90 ] && note="${note:+$note; }client-bound: wrk at ${CLIENT[$i]}% of its core"
     [ "${ORIG[$i]}" = 0 ] || note="${note:+$note; }NOT ALL HITS"
-    echo "| $(obj_bytes "${S_OBJ[$i]}") B (${S_OBJ[$i]}) | ${S_NAME[$i]} | ${RPS[$i]} | ${P99[$i]} | $cpu$(range "${CPUS[$i]}") | $r_ratio | $c_ratio | ${ORIG[$i]} / ${MEASURED[$i]} | ${ERRS[$i]}${note:+ ($note)} |"
+    echo "| $(obj_bytes "${S_OBJ[$i]}") B (${S_OBJ[$i]}) | ${S_NAME[$i]} | ${RPS[$i]} | ${P99[$i]} | ${SERVER[$i]} % | ${PER_CORE[$i]} | $cpu$(range "${CPUS[$i]}") | $r_ratio | $k_ratio | $c_ratio | ${ORIG[$i]} / ${MEASURED[$i]} | ${ERRS[$i]}${note:+ ($note)} |"
 done
 echo
 echo "Cache headers of a warm hit: $(for i in "${!S_NAME[@]}"; do printf '%s %s: `%s`; ' "${S_NAME[$i]}" "${S_OBJ[$i]}" "${S_STATUS[$i]:-none}"; done | sed 's/; $/./')"
