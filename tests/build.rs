@@ -8,13 +8,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: [&str; 14] = [
+const PLUGINS: [&str; 16] = [
     "headers",
     "canary",
     "respond",
     "sni-policy",
     "balancer-affinity",
     "cache-key",
+    "waf",
+    "ratelimit",
     "hello-plugin",
     "trap",
     "spin",

@@ -1,0 +1,1 @@
+//! The `ratelimit` plugin through the proxy: being written, see issue 7.

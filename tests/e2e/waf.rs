@@ -1,0 +1,1 @@
+//! The `waf` plugin through the proxy: being written, see issue 7.
