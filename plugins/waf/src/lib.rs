@@ -1,6 +1,9 @@
 //! maitred filter plugin `waf` (being written; see issue 7).
 use maitred_sdk::{Config, Plugin, export_plugin};
 
+pub mod operator;
+pub mod transform;
+
 /// The plugin's config.
 #[derive(serde::Deserialize)]
 struct Placeholder {}
