@@ -200,6 +200,21 @@ pub struct RouteConfig {
     pub plugins: Vec<String>,
     /// The route's HTTP cache, if it has one.
     pub cache: Option<CacheConfig>,
+    /// Largest request body buffered for plugins that read bodies (`max_body`).
+    pub max_body: u64,
+    /// What happens to a larger body (`oversize`).
+    pub oversize: Oversize,
+}
+
+/// What a route whose plugins read request bodies does with a body over its `max_body`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Oversize {
+    /// Answer 413 Content Too Large.
+    #[default]
+    Reject,
+    /// Forward it uninspected: the plugins see no body.
+    Pass,
 }
 
 /// A route's HTTP cache (`cache = { ... }` on a route).
@@ -621,6 +636,8 @@ impl Validator<'_> {
                 path_prefix,
                 upstream: r.upstream.get_ref().clone(),
                 plugins: r.plugins.iter().map(|p| p.get_ref().clone()).collect(),
+                max_body: r.max_body.as_ref().map_or(1 << 20, |s| s.get_ref().0),
+                oversize: r.oversize.unwrap_or_default(),
                 cache: match &r.cache {
                     Some(c) => Some(self.cache(c, r.upstream.span(), &format!("{key}.cache"))?),
                     None => None,

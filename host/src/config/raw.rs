@@ -3,7 +3,8 @@
 
 use super::units::{DurationStr, SizeStr};
 use super::{
-    ConfigError, Isolation, ListenerProtocol, OnError, ProxyProtocolVersion, UpstreamProtocol,
+    ConfigError, Isolation, ListenerProtocol, OnError, Oversize, ProxyProtocolVersion,
+    UpstreamProtocol,
 };
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -92,6 +93,8 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub plugins: Vec<Spanned<String>>,
     pub cache: Option<RawCache>,
+    pub max_body: Option<Spanned<SizeStr>>,
+    pub oversize: Option<Oversize>,
 }
 
 #[derive(Debug, Deserialize)]

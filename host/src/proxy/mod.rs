@@ -29,10 +29,11 @@ pub use headers::{request_authority, rewrite_path_and_query};
 
 use crate::access_log::{self, AccessRecord};
 use crate::cache::{Lookup, PluginCacheControl, Refresh};
+use crate::config::Oversize;
 use crate::plugin::{RequestView, ResponseView};
 use crate::runtime::server::Shared;
 use crate::runtime::{Route, Snapshot};
-use crate::upstream::{RequestBody, Upstream};
+use crate::upstream::{Buffered, RequestBody, Upstream};
 use filters::ChainRun;
 use headers::Forwarding;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -167,7 +168,14 @@ async fn proxy_on_route(
     client_upgrade: Option<upgrade::Requested>,
     trace: &mut Trace,
 ) -> Response<ProxyBody> {
-    // 3. request filters
+    // 3. request filters (with the whole body first, for plugins that read it)
+    let (inbound, buffered) = match route.body_limit {
+        None => (Inbound::Streaming(body), None),
+        Some((max, oversize)) => match read_body(body, max, oversize).await {
+            Ok(read) => read,
+            Err(status) => return responses::error(status),
+        },
+    };
     let mut chain = ChainRun::new(route);
     let mut upstream = &route.upstream;
     let mut cache_control = PluginCacheControl::default();
@@ -179,7 +187,7 @@ async fn proxy_on_route(
             upstream: upstream.name.clone(),
             upstream_override: None,
             cache: PluginCacheControl::default(),
-            body: None,
+            body: buffered,
         };
         let filtered = chain.on_request(snapshot, view);
         trace.plugin_time += plugins_started.elapsed();
@@ -216,8 +224,12 @@ async fn proxy_on_route(
     }
 
     // 5. choose an endpoint and forward (retrying elsewhere when safe)
-    let Ok(body) = RequestBody::prefetch(body).await else {
-        return responses::error(StatusCode::BAD_REQUEST);
+    let body = match inbound {
+        Inbound::Ready(body) => body,
+        Inbound::Streaming(body) => match RequestBody::prefetch(body).await {
+            Ok(body) => body,
+            Err(_) => return responses::error(StatusCode::BAD_REQUEST),
+        },
     };
     headers::prepare_upstream_request(&mut parts, forwarding);
     if let Some(requested) = &client_upgrade {
@@ -271,6 +283,39 @@ async fn proxy_on_route(
         "proxied"
     );
     respond(route, &mut chain, parts, body, trace)
+}
+
+/// The client's request body on its way to phase 5.
+enum Inbound {
+    /// Not read yet: streamed to the upstream.
+    Streaming(Incoming),
+    /// Read (all of it, or the start of a body too large to buffer).
+    Ready(RequestBody),
+}
+
+/// Longest time to read a request body buffered for plugins (nginx's `client_body_timeout`).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads the body for the route's plugins: all of it when it is at most `max` bytes (the
+/// plugins get it); a larger one is 413, or with `oversize = "pass"` is forwarded with the
+/// plugins seeing none. A malformed body is 400, a body that takes too long 408.
+async fn read_body(
+    body: Incoming,
+    max: u64,
+    oversize: Oversize,
+) -> Result<(Inbound, Option<bytes::Bytes>), StatusCode> {
+    match tokio::time::timeout(BODY_READ_TIMEOUT, RequestBody::buffer(body, max)).await {
+        Err(_) => Err(StatusCode::REQUEST_TIMEOUT),
+        Ok(Err(_)) => Err(StatusCode::BAD_REQUEST),
+        Ok(Ok(Buffered::Whole(bytes))) => Ok((
+            Inbound::Ready(RequestBody::whole(bytes.clone())),
+            Some(bytes),
+        )),
+        Ok(Ok(Buffered::TooLarge(body))) => match oversize {
+            Oversize::Reject => Err(StatusCode::PAYLOAD_TOO_LARGE),
+            Oversize::Pass => Ok((Inbound::Ready(body), None)),
+        },
+    }
 }
 
 /// Phases 6 and 7: the response filters (the chain in reverse order), then the response.

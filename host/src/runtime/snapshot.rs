@@ -83,6 +83,9 @@ pub struct Route {
     pub metrics: crate::metrics::RouteMetrics,
     /// The route's HTTP cache, if it has one.
     pub cache: Option<Arc<RouteCache>>,
+    /// When a plugin of the chain reads request bodies: the most bytes buffered for it, and
+    /// what happens to larger bodies.
+    pub body_limit: Option<(u64, crate::config::Oversize)>,
 }
 
 /// A snapshot could not be built: a plugin failed to load.
@@ -211,9 +214,14 @@ impl Snapshot {
                     .and_then(|prev| prev.reusable_cache(r))
                     .unwrap_or_else(|| Arc::new(RouteCache::new(c, &format!("route[{index}]"))))
             });
+            let body_limit = chain
+                .iter()
+                .any(|p| p.wants_request_body())
+                .then_some((r.max_body, r.oversize));
             routes.push(Route {
                 index,
                 cache,
+                body_limit,
                 metrics: crate::metrics::RouteMetrics::new(&format!("route[{index}]")),
                 upstream: upstreams[&r.upstream].clone(),
                 request_plugins: (0..chain.len())

@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 pub use client::{ForwardError, UpstreamBody};
-pub use request_body::RequestBody;
+pub use request_body::{Buffered, RequestBody};
 
 /// An upstream as the request path uses it: its settings are immutable once built; the
 /// endpoints' live state is shared by every worker.

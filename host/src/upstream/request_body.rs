@@ -6,7 +6,7 @@
 //! A body that fit in its first frame (and most request bodies are empty) can be replayed
 //! to another endpoint when a retry needs it.
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -15,6 +15,14 @@ use std::task::{Context, Poll};
 
 /// Largest body kept for a retry.
 const MAX_REPLAY: usize = 64 * 1024;
+
+/// What [`RequestBody::buffer`] read.
+pub enum Buffered {
+    /// The whole body.
+    Whole(Bytes),
+    /// More than the limit: what was read, then the rest, as one body.
+    TooLarge(RequestBody),
+}
 
 /// A client's request body with its first frame already read.
 pub struct RequestBody {
@@ -35,6 +43,41 @@ impl RequestBody {
             first,
             rest: Some(body),
         })
+    }
+
+    /// Reads all of `body` if it is at most `max` bytes ([`Buffered::Whole`]); else stops
+    /// as soon as it is known to be larger and returns what was read and the rest as one
+    /// body to stream on ([`Buffered::TooLarge`]). Trailers are dropped. Fails if the body
+    /// is malformed.
+    pub async fn buffer(mut body: Incoming, max: u64) -> Result<Buffered, hyper::Error> {
+        if body.size_hint().lower() > max {
+            return Ok(Buffered::TooLarge(RequestBody {
+                first: None,
+                rest: Some(body),
+            }));
+        }
+        let mut read = BytesMut::new();
+        while let Some(frame) = body.frame().await.transpose()? {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            read.extend_from_slice(&data);
+            if read.len() as u64 > max {
+                return Ok(Buffered::TooLarge(RequestBody {
+                    first: Some(Frame::data(read.freeze())),
+                    rest: Some(body),
+                }));
+            }
+        }
+        Ok(Buffered::Whole(read.freeze()))
+    }
+
+    /// A body of `bytes`, all read already.
+    pub fn whole(bytes: Bytes) -> RequestBody {
+        RequestBody {
+            first: (!bytes.is_empty()).then(|| Frame::data(bytes)),
+            rest: None,
+        }
     }
 
     /// No body (for requests the proxy makes itself, like a cache revalidation).
