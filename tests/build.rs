@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: [&str; 16] = [
+const PLUGINS: [&str; 17] = [
     "headers",
     "canary",
     "respond",
@@ -19,6 +19,7 @@ const PLUGINS: [&str; 16] = [
     "ratelimit",
     "hello-plugin",
     "trap",
+    "body-probe",
     "spin",
     "hog",
     "probe",

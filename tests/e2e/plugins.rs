@@ -297,3 +297,127 @@ async fn every_host_function_works_end_to_end() {
         500
     );
 }
+
+/// A backend that answers with the request's `x-body-len` header and the body it received.
+async fn body_echo() -> Backend {
+    Backend::start_with(
+        "body",
+        std::sync::Arc::new(|req: http::Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                let seen = req
+                    .headers()
+                    .get("x-body-len")
+                    .map_or("absent".to_string(), |v| {
+                        String::from_utf8_lossy(v.as_bytes()).into_owned()
+                    });
+                let body = http_body_util::BodyExt::collect(req.into_body())
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let text = format!("x-body-len={seen} received={}\n", body.len());
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)))
+            })
+        }),
+    )
+    .await
+}
+
+/// A proxy whose routes `/strict/` (max_body 1KiB, oversize rejected), `/lenient/` (1KiB,
+/// oversize passed) and `/plain/` (no body plugin) go to `backend`.
+fn body_proxy(backend: &Backend) -> Proxy {
+    Proxy::start(&format!(
+        r#"
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+[[route]]
+path_prefix = "/strict/"
+upstream = "b"
+plugins = ["reader"]
+max_body = "1KiB"
+[[route]]
+path_prefix = "/lenient/"
+upstream = "b"
+plugins = ["reader"]
+max_body = "1KiB"
+oversize = "pass"
+[[route]]
+path_prefix = "/plain/"
+upstream = "b"
+[upstream.b]
+endpoints = ["{}"]
+[plugin.reader]
+wasm = "body_probe.wasm"
+"#,
+        backend.addr
+    ))
+}
+
+async fn post(url: &str, body: Vec<u8>, chunked: bool) -> Reply {
+    let mut builder = http::Request::post(url);
+    if chunked {
+        // A body of unknown length: the client sends it chunked.
+        builder = builder.header("transfer-encoding", "chunked");
+    }
+    let req = builder
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    send(&http1_client(), req).await
+}
+
+#[tokio::test]
+async fn body_reading_plugins_get_the_whole_body_and_it_is_still_forwarded() {
+    let backend = body_echo().await;
+    let proxy = body_proxy(&backend);
+    let base = proxy.url("web");
+    for chunked in [false, true] {
+        let reply = post(&format!("{base}/strict/form"), vec![b'a'; 700], chunked).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(
+            reply.body, "x-body-len=700 received=700\n",
+            "chunked={chunked}"
+        );
+        let reply = post(
+            &format!("{base}/strict/form"),
+            b"an evil payload".to_vec(),
+            chunked,
+        )
+        .await;
+        assert_eq!(reply.status, 403, "chunked={chunked}");
+        assert_eq!(reply.body, "blocked\n");
+    }
+    // A body-less GET: the plugin sees an empty body.
+    let reply = get(&format!("{base}/strict/x"), &[]).await;
+    assert_eq!(reply.body, "x-body-len=0 received=0\n");
+    assert_eq!(
+        backend.requests(),
+        3,
+        "the blocked requests must not reach the backend"
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_max_body_are_413_or_pass_uninspected() {
+    let backend = body_echo().await;
+    let proxy = body_proxy(&backend);
+    let base = proxy.url("web");
+    let mut big = vec![b'a'; 5000];
+    big.extend_from_slice(b"evil");
+    for chunked in [false, true] {
+        let reply = post(&format!("{base}/strict/upload"), big.clone(), chunked).await;
+        assert_eq!(reply.status, 413, "chunked={chunked}: {}", reply.body);
+        let reply = post(&format!("{base}/lenient/upload"), big.clone(), chunked).await;
+        assert_eq!(reply.status, 200, "chunked={chunked}");
+        assert_eq!(
+            reply.body, "x-body-len=none received=5004\n",
+            "chunked={chunked}"
+        );
+    }
+    // Routes without a body-reading plugin stream any size.
+    let reply = post(&format!("{base}/plain/upload"), vec![b'z'; 3 << 20], false).await;
+    assert_eq!(
+        reply.body,
+        format!("x-body-len=absent received={}\n", 3 << 20)
+    );
+    assert_eq!(backend.requests(), 3);
+}
