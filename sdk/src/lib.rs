@@ -82,6 +82,7 @@
 extern crate self as maitred_sdk;
 
 pub mod balancer;
+pub mod body;
 mod config;
 pub mod connection;
 mod http;
