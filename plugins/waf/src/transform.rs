@@ -6,6 +6,11 @@
 
 use std::borrow::Cow;
 
+mod decode;
+mod digest;
+mod path;
+mod text;
+
 /// One transformation, as named after `t:` in a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transform {
@@ -108,7 +113,50 @@ impl Transform {
     pub fn apply(self, input: &[u8]) -> Cow<'_, [u8]> {
         match self {
             Transform::None => Cow::Borrowed(input),
-            _ => Cow::Borrowed(input),
+            Transform::Lowercase => text::lowercase(input),
+            Transform::Uppercase => text::uppercase(input),
+            Transform::UrlDecode => decode::url(input, false),
+            Transform::UrlDecodeUni => decode::url(input, true),
+            Transform::HtmlEntityDecode => decode::html_entities(input),
+            Transform::JsDecode => decode::js(input),
+            Transform::CssDecode => decode::css(input),
+            Transform::CmdLine => text::cmd_line(input),
+            Transform::CompressWhitespace => text::compress_whitespace(input),
+            Transform::RemoveWhitespace => text::remove_whitespace(input),
+            Transform::RemoveNulls => text::remove_nulls(input),
+            Transform::ReplaceNulls => text::replace_nulls(input),
+            Transform::ReplaceComments => text::replace_comments(input),
+            Transform::RemoveComments => text::remove_comments(input),
+            Transform::NormalizePath => path::normalize(input, false),
+            Transform::NormalizePathWin => path::normalize(input, true),
+            Transform::Base64Decode => decode::base64(input, false),
+            Transform::Base64DecodeExt => decode::base64(input, true),
+            Transform::HexDecode => decode::hex(input),
+            Transform::Utf8ToUnicode => decode::utf8_to_unicode(input),
+            Transform::Length => digest::length(input),
+            Transform::Sha1 => digest::sha1(input),
+            Transform::Md5 => digest::md5(input),
+            Transform::Trim => Cow::Borrowed(text::trim_right(text::trim_left(input))),
+            Transform::TrimLeft => Cow::Borrowed(text::trim_left(input)),
+            Transform::TrimRight => Cow::Borrowed(text::trim_right(input)),
+            Transform::EscapeSeqDecode => decode::escape_sequences(input),
         }
     }
 }
+
+/// `out` as an owned value, or the input borrowed when the transformation changed nothing.
+fn if_changed(input: &[u8], out: Vec<u8>) -> Cow<'_, [u8]> {
+    if out == input {
+        Cow::Borrowed(input)
+    } else {
+        Cow::Owned(out)
+    }
+}
+
+/// C's `isspace` in the "C" locale: space, `\t`, `\n`, `\v`, `\f`, `\r`.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// The non-breaking space (Latin-1 0xA0) that some transformations treat as whitespace.
+const NBSP: u8 = 0xa0;
