@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: [&str; 17] = [
+const PLUGINS: [&str; 18] = [
     "headers",
     "canary",
     "respond",
@@ -20,6 +20,7 @@ const PLUGINS: [&str; 17] = [
     "hello-plugin",
     "trap",
     "body-probe",
+    "file-probe",
     "spin",
     "hog",
     "probe",

@@ -46,6 +46,7 @@ fn affinity_plugin() -> Option<Arc<LoadedPlugin>> {
         timeout: Duration::from_millis(10),
         memory_limit: 64 << 20,
         pool_size: 4,
+        files: Vec::new(),
     };
     Some(Arc::new(
         LoadedPlugin::load(&config, 1).expect("loading balancer_affinity.wasm"),

@@ -41,6 +41,7 @@ fn load(wasm: &Path, isolation: Isolation) -> LoadedPlugin {
         timeout: Duration::from_millis(10),
         memory_limit: 64 << 20,
         pool_size: 64,
+        files: Vec::new(),
     };
     LoadedPlugin::load(&config, 1).unwrap_or_else(|e| panic!("loading {}: {e}", wasm.display()))
 }

@@ -421,3 +421,63 @@ async fn bodies_over_max_body_are_413_or_pass_uninspected() {
     );
     assert_eq!(backend.requests(), 3);
 }
+
+#[tokio::test]
+async fn files_are_readable_by_their_plugin_only_and_only_inside_its_directories() {
+    let backend = Backend::start("main").await;
+    let dir = TempDir::new("plugin-files");
+    std::fs::create_dir_all(dir.path.join("rules")).unwrap();
+    let rules = dir.write("rules/list.txt", "from disk\n");
+    let secret = dir.write("secret.txt", "do not read\n");
+    let rules_dir = rules.parent().unwrap();
+    let config = |path: &std::path::Path, files: &str| {
+        format!(
+            r#"
+[runtime]
+workers = 2
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+[[route]]
+upstream = "b"
+plugins = ["reader"]
+[upstream.b]
+endpoints = ["{}"]
+[plugin.reader]
+wasm = "file_probe.wasm"
+files = [{files}]
+config = {{ path = {} }}
+"#,
+            backend.addr,
+            toml_path(path)
+        )
+    };
+    // Pooled instances are made at load; per-request ones on the workers, for each request.
+    for isolation in ["pooled", "per-request"] {
+        let toml =
+            config(&rules, &toml_path(rules_dir)) + &format!("isolation = \"{isolation}\"\n");
+        let proxy = Proxy::start(&toml);
+        for _ in 0..4 {
+            let reply = get(&format!("{}/", proxy.url("web")), &[]).await;
+            assert_eq!(reply.status, 200, "{isolation}");
+            assert!(reply.body.contains("x-file: from disk\n"), "{}", reply.body);
+        }
+    }
+    // Outside the mounted directory, and without `files`, the plugin cannot read.
+    for (path, files) in [(&secret, toml_path(rules_dir)), (&rules, String::new())] {
+        let file = dir.write("bad.toml", config(path, &files));
+        let error = maitred::config::Config::load(&file)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| maitred::runtime::Snapshot::build(&c, None).map_err(Into::into))
+            .err()
+            .expect("the plugin must fail to load");
+        assert!(error.to_string().contains("cannot read"), "{error}");
+    }
+    // A missing directory is a config error naming the key.
+    let file = dir.write("missing.toml", config(&rules, "\"/no/such/dir\""));
+    let error = maitred::config::Config::load(&file)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("plugin.reader.files[0]"), "{error}");
+}

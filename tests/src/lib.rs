@@ -40,6 +40,7 @@ pub fn plugin_config(wasm: &str, config_json: &str) -> maitred::config::PluginCo
         timeout: Duration::from_millis(10),
         memory_limit: 32 << 20,
         pool_size: 4,
+        files: Vec::new(),
     }
 }
 

@@ -425,6 +425,8 @@ pub struct PluginConfig {
     pub memory_limit: u64,
     /// Most idle instances kept per worker (pooled isolation).
     pub pool_size: usize,
+    /// Directories the plugin may read (only it, read-only), mounted at their absolute paths.
+    pub files: Vec<PathBuf>,
 }
 
 impl Config {
@@ -1233,7 +1235,20 @@ impl Validator<'_> {
                 ),
             );
         }
+        let mut files = Vec::new();
+        for (i, dir) in p.files.iter().enumerate() {
+            let path = base.join(dir.get_ref());
+            if !path.is_dir() {
+                return self.err(
+                    dir.span(),
+                    format!("{key}.files[{i}]"),
+                    format!("{} is not a directory", path.display()),
+                );
+            }
+            files.push(std::path::absolute(&path).unwrap_or(path));
+        }
         Ok(PluginConfig {
+            files,
             name: name.to_owned(),
             wasm: base.join(p.wasm.get_ref()),
             config_json,

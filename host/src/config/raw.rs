@@ -195,6 +195,8 @@ pub(super) struct RawPlugin {
     pub timeout: Option<DurationStr>,
     pub memory_limit: Option<Spanned<SizeStr>>,
     pub pool_size: Option<usize>,
+    #[serde(default)]
+    pub files: Vec<Spanned<String>>,
 }
 
 impl RawConfig {

@@ -87,6 +87,8 @@ pub struct LoadedPlugin {
     phases: Phases,
     config_json: String,
     memory_limit: u64,
+    /// Directories mounted read-only into each instance.
+    files: Arc<[std::path::PathBuf]>,
     call_ticks: u64,
     pool_size: usize,
     pre: Pre,
@@ -155,6 +157,7 @@ impl LoadedPlugin {
             phases: Phases::empty(),
             config_json: config.config_json.clone(),
             memory_limit: config.memory_limit,
+            files: config.files.clone().into(),
             call_ticks: ticks(config.timeout),
             pool_size: config.pool_size,
             pre,
@@ -169,7 +172,24 @@ impl LoadedPlugin {
             other => PluginError::Init(other.to_string()),
         })?;
         plugin.phases = phases;
-        plugin.release(first);
+        if !plugin.files.is_empty() && plugin.isolation == Isolation::Pooled {
+            // Plugins that read files usually have a heavy `init` (rule sets): give every
+            // worker's pool an instance now rather than on a first request.
+            for pool in plugin.pools.iter().skip(1) {
+                let (instance, _) = plugin
+                    .instantiate()
+                    .map_err(|f| PluginError::Init(f.to_string()))?;
+                pool.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(instance);
+            }
+            plugin.pools[0]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(first);
+        } else {
+            plugin.release(first);
+        }
         Ok(plugin)
     }
 
@@ -349,9 +369,25 @@ impl LoadedPlugin {
 
     /// A new instance with `init` run on it, and the phases `init` asked for.
     fn instantiate(&self) -> Result<(PluginInstance, Phases), PluginFailure> {
+        if !self.files.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            // WASI's synchronous filesystem calls block on a Tokio runtime of their own, which
+            // cannot be done on a worker's: a plugin that reads files starts on a thread of
+            // its own (pools are filled at load, so this is rare).
+            return std::thread::scope(|scope| {
+                scope
+                    .spawn(|| self.instantiate_here())
+                    .join()
+                    .unwrap_or_else(|_| Err(PluginFailure::Trap("init panicked".into())))
+            });
+        }
+        self.instantiate_here()
+    }
+
+    fn instantiate_here(&self) -> Result<(PluginInstance, Phases), PluginFailure> {
         let mut store = Store::new(
             &self.engine.engine,
-            PluginState::new(self.name.clone(), self.memory_limit),
+            PluginState::new(self.name.clone(), self.memory_limit, &self.files)
+                .map_err(|e| PluginFailure::Init(format!("{e:#}")))?,
         );
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(ticks(INIT_DEADLINE));

@@ -15,7 +15,7 @@ use ::http::header::{HeaderName, HeaderValue};
 use std::net::SocketAddr;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// Marker type of the `request` resource: there is only ever the one request in the store.
 pub struct RequestHandle;
@@ -78,11 +78,23 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    /// A store's data for plugin `plugin` with a linear-memory cap of `memory_limit` bytes.
-    pub(super) fn new(plugin: std::sync::Arc<str>, memory_limit: u64) -> Self {
-        PluginState {
-            // No files, no environment, no network, no inherited stdio.
-            wasi: WasiCtx::builder().allow_tcp(false).allow_udp(false).build(),
+    /// A store's data for plugin `plugin` with a linear-memory cap of `memory_limit` bytes,
+    /// and the directories `files` readable at their own paths. Fails if one cannot be
+    /// opened.
+    pub(super) fn new(
+        plugin: std::sync::Arc<str>,
+        memory_limit: u64,
+        files: &[std::path::PathBuf],
+    ) -> wasmtime::Result<Self> {
+        // No environment, no network, no inherited stdio; files only as configured.
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false).allow_udp(false);
+        for dir in files {
+            let guest = dir.to_string_lossy();
+            wasi.preopened_dir(dir, guest.as_ref(), FsPerms::ReadOnly)?;
+        }
+        Ok(PluginState {
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_limit as usize)
@@ -92,7 +104,7 @@ impl PluginState {
             request: None,
             response: None,
             balance_request: None,
-        }
+        })
     }
 
     /// Runs `call` with `parts` and `client` readable through the `request-info` resource,
