@@ -1,6 +1,7 @@
 //! maitred filter plugin `waf` (being written; see issue 7).
 use maitred_sdk::{Config, Plugin, export_plugin};
 
+mod injection;
 pub mod operator;
 pub mod transform;
 

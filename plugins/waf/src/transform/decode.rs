@@ -95,16 +95,16 @@ pub(super) fn html_entities(input: &[u8]) -> Cow<'_, [u8]> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
-        if input[i] == b'&' {
-            if let Some((byte, next)) = html_entity(input, i + 1) {
-                out.push(byte);
-                i = if input.get(next) == Some(&b';') {
-                    next + 1
-                } else {
-                    next
-                };
-                continue;
-            }
+        if input[i] == b'&'
+            && let Some((byte, next)) = html_entity(input, i + 1)
+        {
+            out.push(byte);
+            i = if input.get(next) == Some(&b';') {
+                next + 1
+            } else {
+                next
+            };
+            continue;
         }
         out.push(input[i]);
         i += 1;

@@ -1,0 +1,346 @@
+//! `@rx`: PCRE patterns as ModSecurity writes them, translated where that is cheap and safe to
+//! the `regex` crate's syntax, and compiled with ModSecurity's flags (`PCRE_DOTALL |
+//! PCRE_MULTILINE`) over bytes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use regex::bytes::{Regex, RegexBuilder};
+
+/// The most compiled program one pattern may take (the crate's default is 10 MiB).
+const SIZE_LIMIT: usize = 32 << 20;
+/// The lazy DFA cache per pattern: the full CRS has a few hundred of them.
+const DFA_SIZE_LIMIT: usize = 1 << 20;
+/// Macro-expanded patterns kept compiled per operator.
+const DYNAMIC_CACHE: usize = 32;
+
+/// Translates `pattern` and compiles it. Matching is on bytes, `.` matches a newline and `^`/`$`
+/// match at line boundaries, as in ModSecurity. Character classes are ASCII as in PCRE without
+/// UTF mode; a pattern that needs Unicode (`\p{..}`, non-ASCII in a class) is compiled in
+/// Unicode mode instead.
+pub(super) fn compile(pattern: &str) -> Result<Regex, String> {
+    let translated = translate(pattern)?;
+    let build = |unicode: bool| {
+        RegexBuilder::new(&translated)
+            .unicode(unicode)
+            .dot_matches_new_line(true)
+            .multi_line(true)
+            .size_limit(SIZE_LIMIT)
+            .dfa_size_limit(DFA_SIZE_LIMIT)
+            .build()
+    };
+    build(false)
+        .or_else(|_| build(true))
+        .map_err(|e| format!("invalid regex: {e}"))
+}
+
+/// Translates PCRE syntax to the `regex` crate's: `\Q..\E` quoting, possessive quantifiers and
+/// atomic groups (to their plain forms), `(?#..)` comments, octal escapes, one-digit `\xH`,
+/// `\h`, `\e`, `\Z`, and PCRE's literal `{`, and `[`, `&`, `~` and `--` inside classes.
+/// Lookarounds, backreferences, recursion and conditionals are refused.
+pub(super) fn translate(p: &str) -> Result<String, String> {
+    let unsupported = |what: &str| Err(format!("unsupported regex: {what}"));
+    let c: Vec<char> = p.chars().collect();
+    let mut out = String::with_capacity(p.len() + 8);
+    let mut i = 0;
+    // Inside a character class: whether a byte has been emitted after the `[` / `[^`.
+    let mut class: Option<bool> = None;
+    while i < c.len() {
+        let ch = c[i];
+        if ch == '\\' {
+            let Some(&e) = c.get(i + 1) else {
+                return Err("invalid regex: trailing backslash".into());
+            };
+            i += 2;
+            let in_class = class.is_some();
+            if class.is_some() {
+                class = Some(true);
+            }
+            match e {
+                'Q' => {
+                    let end = (i..c.len().saturating_sub(1))
+                        .find(|&k| c[k] == '\\' && c[k + 1] == 'E')
+                        .unwrap_or(c.len());
+                    for &q in &c[i..end] {
+                        push_literal(&mut out, q);
+                    }
+                    i = (end + 2).min(c.len());
+                }
+                'E' => {}
+                '1'..='9' if !in_class => return unsupported("backreference"),
+                'g' | 'k' => return unsupported("backreference"),
+                '0'..='7' => {
+                    let start = i - 1;
+                    let mut end = start + 1;
+                    while end < c.len() && end < start + 3 && matches!(c[end], '0'..='7') {
+                        end += 1;
+                    }
+                    let digits: String = c[start..end].iter().collect();
+                    let value = u32::from_str_radix(&digits, 8).unwrap_or(0) & 0xff;
+                    out.push_str(&format!("\\x{value:02X}"));
+                    i = end;
+                }
+                '8' | '9' => out.push(e),
+                'x' | 'p' | 'P' if c.get(i) == Some(&'{') => {
+                    let end = (i..c.len())
+                        .find(|&k| c[k] == '}')
+                        .ok_or("invalid regex: {")?;
+                    out.push('\\');
+                    out.push(e);
+                    out.extend(&c[i..=end]);
+                    i = end + 1;
+                }
+                'x' => {
+                    let n = c[i..]
+                        .iter()
+                        .take(2)
+                        .take_while(|h| h.is_ascii_hexdigit())
+                        .count();
+                    let digits: String = c[i..i + n].iter().collect();
+                    let value = u32::from_str_radix(&digits, 16).unwrap_or(0);
+                    out.push_str(&format!("\\x{value:02X}"));
+                    i += n;
+                }
+                'h' if in_class => out.push_str("\\t \\xA0"),
+                'h' => out.push_str("[\\t \\xA0]"),
+                'H' if !in_class => out.push_str("[^\\t \\xA0]"),
+                'e' => out.push_str("\\x1B"),
+                'b' if in_class => out.push_str("\\x08"),
+                'Z' => out.push_str("(?:\\n?\\z)"),
+                'N' if !in_class => out.push_str("[^\\n]"),
+                'R' if !in_class => out.push_str("(?:\\r\\n|[\\n\\x0B\\x0C\\r\\x85])"),
+                'd' | 'D' | 'w' | 'W' | 's' | 'S' | 'n' | 'r' | 't' | 'f' | 'v' | 'a' | 'p'
+                | 'P' => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                'A' | 'z' | 'b' | 'B' if !in_class => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                _ if e.is_ascii_alphanumeric() => {
+                    return unsupported(&format!("escape \\{e}"));
+                }
+                _ => push_literal(&mut out, e),
+            }
+            continue;
+        }
+        if let Some(started) = class {
+            match ch {
+                ']' if started => {
+                    out.push(']');
+                    class = None;
+                }
+                '[' if c.get(i + 1) == Some(&':') => {
+                    let Some(end) = (i + 2..c.len().saturating_sub(1))
+                        .find(|&k| c[k] == ':' && c[k + 1] == ']')
+                    else {
+                        return Err("invalid regex: unterminated POSIX class".into());
+                    };
+                    out.extend(&c[i..end + 2]);
+                    i = end;
+                    class = Some(true);
+                }
+                '[' | '&' | '~' => {
+                    out.push('\\');
+                    out.push(ch);
+                    class = Some(true);
+                }
+                '-' if c.get(i + 1) == Some(&'-') => {
+                    out.push_str("\\-");
+                    class = Some(true);
+                }
+                _ => {
+                    out.push(ch);
+                    class = Some(true);
+                }
+            }
+            i += 1;
+            continue;
+        }
+        match ch {
+            '[' => {
+                out.push('[');
+                i += 1;
+                if c.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                class = Some(false);
+                continue;
+            }
+            '(' if c.get(i + 1) == Some(&'?') => {
+                i = group(&c, i, &mut out)?;
+                continue;
+            }
+            '*' | '+' | '?' => {
+                out.push(ch);
+                i += 1;
+                i = quantifier_suffix(&c, i, &mut out);
+                continue;
+            }
+            '{' => {
+                if let Some(end) = counted_repetition(&c, i) {
+                    out.extend(&c[i..end]);
+                    i = quantifier_suffix(&c, end, &mut out);
+                } else {
+                    out.push_str("\\{");
+                    i += 1;
+                }
+                continue;
+            }
+            '}' => out.push_str("\\}"),
+            _ => out.push(ch),
+        }
+        i += 1;
+    }
+    if class.is_some() {
+        return Err("invalid regex: unterminated character class".into());
+    }
+    Ok(out)
+}
+
+/// Pushes `ch` so that it matches literally.
+fn push_literal(out: &mut String, ch: char) {
+    if ch == ' ' {
+        out.push_str("\\x20");
+    } else if regex_syntax_meta(ch) {
+        out.push('\\');
+        out.push(ch);
+    } else {
+        out.push(ch);
+    }
+}
+
+/// The characters the `regex` crate treats as syntax.
+fn regex_syntax_meta(ch: char) -> bool {
+    "\\.+*?()|[]{}^$#&-~".contains(ch)
+}
+
+/// After a quantifier at `i`: keeps a lazy `?`, drops a possessive `+`. Returns the next index.
+fn quantifier_suffix(c: &[char], i: usize, out: &mut String) -> usize {
+    match c.get(i) {
+        Some('?') => {
+            out.push('?');
+            i + 1
+        }
+        Some('+') => i + 1,
+        _ => i,
+    }
+}
+
+/// If `c[i..]` starts with `{n}`, `{n,}` or `{n,m}`, the index after its `}`.
+fn counted_repetition(c: &[char], i: usize) -> Option<usize> {
+    let mut k = i + 1;
+    let digits = |k: &mut usize| {
+        let start = *k;
+        while c.get(*k).is_some_and(char::is_ascii_digit) {
+            *k += 1;
+        }
+        *k > start
+    };
+    if !digits(&mut k) {
+        return None;
+    }
+    if c.get(k) == Some(&',') {
+        k += 1;
+        digits(&mut k);
+    }
+    (c.get(k) == Some(&'}')).then_some(k + 1)
+}
+
+/// Translates the `(?` construct at `i`; returns the index after what it consumed.
+fn group(c: &[char], i: usize, out: &mut String) -> Result<usize, String> {
+    let unsupported = |what: &str| Err(format!("unsupported regex: {what}"));
+    let rest: String = c[i + 2..c.len().min(i + 5)].iter().collect();
+    if rest.starts_with('=') || rest.starts_with('!') {
+        return unsupported("lookahead");
+    }
+    if rest.starts_with("<=") || rest.starts_with("<!") {
+        return unsupported("lookbehind");
+    }
+    if rest.starts_with('>') {
+        out.push_str("(?:");
+        return Ok(i + 3);
+    }
+    if rest.starts_with('#') {
+        let end = (i..c.len()).find(|&k| c[k] == ')').unwrap_or(c.len());
+        return Ok(end + 1);
+    }
+    if rest.starts_with('|') {
+        return unsupported("branch reset group");
+    }
+    if rest.starts_with('(') {
+        return unsupported("conditional group");
+    }
+    if rest.starts_with('R')
+        || rest.starts_with('&')
+        || rest.starts_with("P>")
+        || rest.starts_with(|d: char| d.is_ascii_digit() || d == '+' || d == '-')
+            && c.get(i + 3).is_some_and(char::is_ascii_digit)
+    {
+        return unsupported("recursion");
+    }
+    if rest.starts_with('\'') {
+        let end = (i + 3..c.len())
+            .find(|&k| c[k] == '\'')
+            .ok_or("invalid regex: group name")?;
+        out.push_str("(?P<");
+        out.extend(&c[i + 3..end]);
+        out.push('>');
+        return Ok(end + 1);
+    }
+    out.push_str("(?");
+    Ok(i + 2)
+}
+
+/// An `@rx` pattern: compiled at load, or, when it holds macros, per expansion (cached).
+pub(super) enum Pattern {
+    /// No macro: compiled once.
+    Static(Regex),
+    /// With macros: compiled for each distinct expansion.
+    Dynamic {
+        /// The pattern as written, macros included.
+        source: String,
+        /// Compiled expansions (`None`: it did not compile and never matches).
+        cache: Mutex<HashMap<String, Option<Regex>>>,
+    },
+}
+
+impl Pattern {
+    /// Parses the operator argument.
+    pub(super) fn new(source: &str) -> Result<Pattern, String> {
+        if source.contains("%{") {
+            // Check the syntax around the macros now, with each macro as a plain word.
+            translate(source)?;
+            Ok(Pattern::Dynamic {
+                source: source.to_string(),
+                cache: Mutex::new(HashMap::new()),
+            })
+        } else {
+            compile(source).map(Pattern::Static)
+        }
+    }
+
+    /// Runs `f` with the regex for this evaluation (after expanding macros through `expand`).
+    pub(super) fn with<T>(
+        &self,
+        expand: impl FnOnce(&str) -> String,
+        f: impl FnOnce(&Regex) -> Option<T>,
+    ) -> Option<T> {
+        match self {
+            Pattern::Static(re) => f(re),
+            Pattern::Dynamic { source, cache } => {
+                let expanded = expand(source);
+                let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+                if !cache.contains_key(&expanded) {
+                    if cache.len() >= DYNAMIC_CACHE {
+                        cache.clear();
+                    }
+                    cache.insert(expanded.clone(), compile(&expanded).ok());
+                }
+                cache.get(&expanded)?.as_ref().and_then(f)
+            }
+        }
+    }
+}
