@@ -138,7 +138,7 @@ pub(super) fn translate(p: &str) -> Result<String, String> {
                         return Err("invalid regex: unterminated POSIX class".into());
                     };
                     out.extend(&c[i..end + 2]);
-                    i = end;
+                    i = end + 1;
                     class = Some(true);
                 }
                 '[' | '&' | '~' => {
@@ -276,8 +276,8 @@ fn group(c: &[char], i: usize, out: &mut String) -> Result<usize, String> {
     if rest.starts_with('R')
         || rest.starts_with('&')
         || rest.starts_with("P>")
-        || rest.starts_with(|d: char| d.is_ascii_digit() || d == '+' || d == '-')
-            && c.get(i + 3).is_some_and(char::is_ascii_digit)
+        || c.get(i + 2).is_some_and(char::is_ascii_digit)
+        || matches!(c.get(i + 2), Some('+' | '-')) && c.get(i + 3).is_some_and(char::is_ascii_digit)
     {
         return unsupported("recursion");
     }
@@ -342,5 +342,163 @@ impl Pattern {
                 cache.get(&expanded)?.as_ref().and_then(f)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, value: &str) -> bool {
+        compile(pattern).unwrap().is_match(value.as_bytes())
+    }
+
+    #[test]
+    fn dot_matches_newline_and_anchors_match_lines() {
+        assert!(matches("a.b", "a\nb"));
+        assert!(matches("^b$", "a\nb\nc"));
+    }
+
+    #[test]
+    fn classes_and_case_folding_are_ascii_over_bytes() {
+        assert!(matches(r"^\w+$", "abc_1"));
+        assert!(!matches(r"^\w+$", "é"));
+        assert!(matches(r"[\x80-\xff]", "é"));
+        assert!(matches("(?i)select", "SeLeCt"));
+        assert!(matches("(?i:union)", "UNION"));
+        assert!(compile(r"\xff").unwrap().is_match(b"\xff"));
+    }
+
+    #[test]
+    fn posix_classes_work() {
+        assert!(matches("^[[:alpha:]]+$", "abcXYZ"));
+        assert!(!matches("^[[:alpha:]]+$", "abc1"));
+        assert!(matches("[[:digit:][:space:]]", " "));
+    }
+
+    #[test]
+    fn pcre_only_syntax_is_translated() {
+        assert_eq!(translate(r"a++b*+c?+d{2}+").unwrap(), "a+b*c?d{2}");
+        assert_eq!(translate("(?>ab|a)c").unwrap(), "(?:ab|a)c");
+        assert_eq!(translate(r"\Qa.b\E+").unwrap(), r"a\.b+");
+        assert_eq!(translate("a(?#comment)b").unwrap(), "ab");
+        assert_eq!(translate(r"\x9\0\012").unwrap(), r"\x09\x00\x0A");
+        assert_eq!(translate(r"\e\h").unwrap(), r"\x1B[\t \xA0]");
+        assert_eq!(translate(r"[\h\b]").unwrap(), r"[\t \xA0\x08]");
+        assert_eq!(translate("a{b}").unwrap(), r"a\{b\}");
+        assert_eq!(translate("a{2,}b{,3}").unwrap(), r"a{2,}b\{,3\}");
+        assert_eq!(translate("[a[&&~-]").unwrap(), r"[a\[\&\&\~-]");
+        assert_eq!(translate("[a--z]").unwrap(), r"[a\--z]");
+        assert_eq!(translate("(?'n'x)").unwrap(), "(?P<n>x)");
+        assert_eq!(translate(r"\/\'\<").unwrap(), "/'<");
+        assert_eq!(translate(r"\x{41}\p{L}").unwrap(), r"\x{41}\p{L}");
+        assert_eq!(translate(r"a+?b").unwrap(), "a+?b");
+        assert!(matches(r"^a\Z", "a\n"));
+        assert!(matches(r"[]a]", "]"));
+        assert!(matches(r"[^]a]", "b"));
+    }
+
+    #[test]
+    fn lookarounds_backreferences_and_recursion_are_refused() {
+        for p in [
+            "a(?=b)",
+            "a(?!b)",
+            "(?<=a)b",
+            "(?<!a)b",
+            r"(a)\1",
+            r"(?<n>a)\k<n>",
+            "(?R)",
+            "(?1)",
+            "(?|a|b)",
+            "(?(1)a|b)",
+        ] {
+            let err = compile(p).unwrap_err();
+            assert!(err.starts_with("unsupported regex:"), "{p}: {err}");
+        }
+        assert!(compile("a(b").unwrap_err().starts_with("invalid regex:"));
+        assert!(compile("[ab").unwrap_err().starts_with("invalid regex:"));
+    }
+
+    #[test]
+    fn non_ascii_class_falls_back_to_unicode_mode() {
+        assert!(matches("[é]", "é"));
+        assert!(matches(r"\p{Greek}", "α"));
+    }
+
+    #[test]
+    fn macro_patterns_compile_per_expansion() {
+        let p = Pattern::new("^%{tx.x}$").unwrap();
+        let found = |value: &str, expansion: &str| {
+            p.with(
+                |s| s.replace("%{tx.x}", expansion),
+                |re| re.find(value.as_bytes()).map(|m| m.end()),
+            )
+        };
+        assert_eq!(found("abc", "abc"), Some(3));
+        assert_eq!(found("abc", "ab"), None);
+        assert_eq!(found("abc", "("), None);
+    }
+
+    /// Every `@rx` pattern of the CRS rule files under `dir`, one per rule.
+    fn crs_patterns(dir: &std::path::Path) -> Vec<String> {
+        let mut patterns = Vec::new();
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for file in files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        {
+            let text = std::fs::read_to_string(file).unwrap().replace("\\\n", " ");
+            for line in text.lines() {
+                let Some(at) = line.find("\"@rx ").or_else(|| line.find("\"!@rx ")) else {
+                    continue;
+                };
+                let start = at + line[at..].find("@rx ").unwrap() + 4;
+                let rest = line[start..].as_bytes();
+                let mut end = 0;
+                while end < rest.len() && rest[end] != b'"' {
+                    end += if rest[end] == b'\\' { 2 } else { 1 };
+                }
+                patterns.push(line[start..start + end.min(rest.len())].replace("\\\"", "\""));
+            }
+        }
+        patterns
+    }
+
+    /// Compiles every `@rx` of Debian's CRS (`modsecurity-crs`) when it is installed and
+    /// prints how many compile; most must.
+    #[test]
+    fn most_crs_regexes_compile() {
+        let dir = std::path::Path::new("/usr/share/modsecurity-crs/rules");
+        if !dir.is_dir() {
+            eprintln!("CRS not installed at {}: skipped", dir.display());
+            return;
+        }
+        let patterns = crs_patterns(dir);
+        assert!(patterns.len() > 100, "only {} @rx found", patterns.len());
+        let mut failed = 0;
+        let started = std::time::Instant::now();
+        for p in &patterns {
+            if let Err(e) = compile(p) {
+                failed += 1;
+                let shown: String = p.chars().take(100).collect();
+                eprintln!("{e}: {shown}");
+            }
+        }
+        let ok = patterns.len() - failed;
+        eprintln!(
+            "CRS @rx: {ok} of {} compile, {failed} fail ({:?})",
+            patterns.len(),
+            started.elapsed()
+        );
+        assert!(
+            ok * 100 >= patterns.len() * 90,
+            "{ok} of {} compile",
+            patterns.len()
+        );
     }
 }
