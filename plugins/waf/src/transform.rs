@@ -160,3 +160,286 @@ fn is_space(b: u8) -> bool {
 
 /// The non-breaking space (Latin-1 0xA0) that some transformations treat as whitespace.
 const NBSP: u8 = 0xa0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Applies the transformation named `name` to `input`.
+    fn t(name: &str, input: &[u8]) -> Vec<u8> {
+        Transform::parse(name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .apply(input)
+            .into_owned()
+    }
+
+    #[test]
+    fn names_parse_case_insensitively_with_aliases() {
+        assert_eq!(
+            Transform::parse("urlDecodeUni"),
+            Some(Transform::UrlDecodeUni)
+        );
+        assert_eq!(Transform::parse("LOWERCASE"), Some(Transform::Lowercase));
+        assert_eq!(
+            Transform::parse("normalisePath"),
+            Some(Transform::NormalizePath)
+        );
+        assert_eq!(
+            Transform::parse("normalizePathWin"),
+            Some(Transform::NormalizePathWin)
+        );
+        assert_eq!(
+            Transform::parse("utf8toUnicode"),
+            Some(Transform::Utf8ToUnicode)
+        );
+        assert_eq!(Transform::parse("parityEven7bit"), Option::None);
+        assert_eq!(Transform::parse(""), Option::None);
+    }
+
+    #[test]
+    fn unchanged_values_are_borrowed() {
+        let plain = b"plain-text_value.123";
+        for name in [
+            "none",
+            "lowercase",
+            "urlDecode",
+            "urlDecodeUni",
+            "htmlEntityDecode",
+            "jsDecode",
+            "cssDecode",
+            "cmdLine",
+            "compressWhitespace",
+            "removeWhitespace",
+            "removeNulls",
+            "replaceNulls",
+            "replaceComments",
+            "removeComments",
+            "normalizePath",
+            "normalizePathWin",
+            "utf8toUnicode",
+            "trim",
+            "trimLeft",
+            "trimRight",
+            "escapeSeqDecode",
+        ] {
+            let out = Transform::parse(name).unwrap().apply(plain);
+            assert!(matches!(out, Cow::Borrowed(_)), "{name}");
+            assert_eq!(&*out, plain, "{name}");
+        }
+        assert!(matches!(
+            Transform::Uppercase.apply(b"ABC"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            Transform::CompressWhitespace.apply(b"a b c"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(Transform::Trim.apply(b" a "), Cow::Borrowed(b"a")));
+    }
+
+    #[test]
+    fn case() {
+        assert_eq!(t("lowercase", b"SeLeCT \xC3\x89"), b"select \xC3\x89");
+        assert_eq!(t("uppercase", b"select"), b"SELECT");
+    }
+
+    #[test]
+    fn url_decode() {
+        assert_eq!(t("urlDecode", b"%27%20OR%201=1+--"), b"' OR 1=1 --");
+        assert_eq!(t("urlDecode", b"%3c%3E"), b"<>");
+        // Invalid and truncated escapes are kept.
+        assert_eq!(t("urlDecode", b"%"), b"%");
+        assert_eq!(t("urlDecode", b"%4"), b"%4");
+        assert_eq!(t("urlDecode", b"%zz%4g%%41"), b"%zz%4g%A");
+        assert_eq!(t("urlDecode", b"100%"), b"100%");
+        assert_eq!(t("urlDecode", b"%00a"), b"\0a");
+        // %u is not decoded by urlDecode.
+        assert_eq!(t("urlDecode", b"%u0041"), b"%u0041");
+    }
+
+    #[test]
+    fn url_decode_uni() {
+        assert_eq!(t("urlDecodeUni", b"%u0041%u0027+%41"), b"A' A");
+        // Full-width ASCII: U+FF01..U+FF5E map to 0x21..0x7E.
+        assert_eq!(t("urlDecodeUni", b"%uFF1Cscript%uff1e"), b"<script>");
+        // Invalid or truncated %u: `%u` kept, the rest decoded as usual.
+        assert_eq!(t("urlDecodeUni", b"%u00zz"), b"%u00zz");
+        assert_eq!(t("urlDecodeUni", b"%u004"), b"%u004");
+        assert_eq!(t("urlDecodeUni", b"%U0041"), b"A");
+    }
+
+    #[test]
+    fn html_entity_decode() {
+        assert_eq!(
+            t("htmlEntityDecode", b"&#x41;&#66;&lt;&gt;&quot;&amp;&nbsp;"),
+            b"AB<>\"&\xa0"
+        );
+        // The `;` is optional; case-insensitive names.
+        assert_eq!(t("htmlEntityDecode", b"&lt&#x3c&#60&LT;x"), b"<<<<x");
+        assert_eq!(t("htmlEntityDecode", b"&#X6a;avascript"), b"javascript");
+        // Unknown names and empty numbers stay as written.
+        assert_eq!(
+            t("htmlEntityDecode", b"&copy; &ltx &# &#x; &"),
+            b"&copy; &ltx &# &#x; &"
+        );
+        // One byte per numeric entity: the low byte of the number.
+        assert_eq!(t("htmlEntityDecode", b"&#321;&#x100;"), b"\x41\x00");
+    }
+
+    #[test]
+    fn js_decode() {
+        assert_eq!(t("jsDecode", br"\x41\u0042\103\n\t\q\'\\"), b"ABC\n\tq'\\");
+        assert_eq!(t("jsDecode", br"\uff1c\u003c"), b"<<");
+        // \OOO stays one byte: \477 is \47 then "7".
+        assert_eq!(t("jsDecode", br"\477\1"), b"'7\x01");
+        // Invalid hex escapes lose the backslash; a trailing backslash stays.
+        assert_eq!(t("jsDecode", br"\xZZ\u12"), b"xZZu12");
+        assert_eq!(t("jsDecode", br"abc\"), br"abc\");
+    }
+
+    #[test]
+    fn css_decode() {
+        assert_eq!(t("cssDecode", br"\61 b"), b"ab");
+        assert_eq!(t("cssDecode", br"\6a\61vascript"), b"javascript");
+        assert_eq!(t("cssDecode", br"\000041x"), b"Ax");
+        // Four hex digits: full-width ASCII mapped.
+        assert_eq!(t("cssDecode", br"\ff1c"), b"<");
+        // One digit, escaped non-hex characters, newline continuation, trailing backslash.
+        assert_eq!(t("cssDecode", b"\\9\\g\\\nx\\"), b"\x09gx");
+    }
+
+    #[test]
+    fn escape_seq_decode() {
+        assert_eq!(
+            t("escapeSeqDecode", br#"\n\x41\101\q\\\"\?"#),
+            b"\nAAq\\\"?"
+        );
+        assert_eq!(t("escapeSeqDecode", br"\xZ1\X41"), b"xZ1A");
+        assert_eq!(t("escapeSeqDecode", br"a\"), br"a\");
+    }
+
+    #[test]
+    fn cmd_line() {
+        assert_eq!(
+            t("cmdLine", br#"C:\Windows\System32\cmd.exe /c "dir""#),
+            b"c:windowssystem32cmd.exe/c dir"
+        );
+        assert_eq!(t("cmdLine", b"c^a't\"  ,;\t/etc/passwd"), b"cat/etc/passwd");
+        assert_eq!(t("cmdLine", b"echo  (a,b)"), b"echo(a b)");
+    }
+
+    #[test]
+    fn whitespace() {
+        assert_eq!(
+            t("compressWhitespace", b"a \t\n b\xa0\xa0c\x0bd"),
+            b"a b c d"
+        );
+        assert_eq!(t("compressWhitespace", b"a  b"), b"a b");
+        assert_eq!(t("removeWhitespace", b" a b\tc\xa0d\r\n"), b"abcd");
+        assert_eq!(t("trim", b" \t a b \r\n"), b"a b");
+        assert_eq!(t("trimLeft", b"  a "), b"a ");
+        assert_eq!(t("trimRight", b"  a "), b"  a");
+        assert_eq!(t("trim", b"   "), b"");
+    }
+
+    #[test]
+    fn nulls() {
+        assert_eq!(t("removeNulls", b"a\0b\0"), b"ab");
+        assert_eq!(t("replaceNulls", b"a\0b\0"), b"a b ");
+    }
+
+    #[test]
+    fn comments() {
+        assert_eq!(
+            t("replaceComments", b"UNION/**/SELECT/*x*/1"),
+            b"UNION SELECT 1"
+        );
+        assert_eq!(t("replaceComments", b"a/*unterminated"), b"a ");
+        assert_eq!(t("replaceComments", b"a*/b"), b"a*/b");
+        assert_eq!(t("removeComments", b"UNION/**/SELECT"), b"UNIONSELECT");
+        assert_eq!(t("removeComments", b"a<!--x-->b"), b"ab");
+        assert_eq!(t("removeComments", b"1 OR 1=1-- x"), b"1 OR 1=1");
+        assert_eq!(t("removeComments", b"1 OR 1=1# x"), b"1 OR 1=1");
+        assert_eq!(t("removeComments", b"a/*x"), b"a ");
+    }
+
+    #[test]
+    fn normalize_path() {
+        let n = |p: &[u8]| t("normalizePath", p);
+        assert_eq!(n(b"/a/b/../c"), b"/a/c");
+        assert_eq!(n(b"/a/./b/."), b"/a/b");
+        assert_eq!(n(b"/a//b///c"), b"/a/b/c");
+        assert_eq!(n(b"/a/b/"), b"/a/b/");
+        assert_eq!(n(b"/../../etc/passwd"), b"/etc/passwd");
+        assert_eq!(n(b"/a/b/../../../etc/passwd"), b"/etc/passwd");
+        assert_eq!(n(b"../../etc/passwd"), b"../../etc/passwd");
+        assert_eq!(n(b"a/../../b"), b"../b");
+        assert_eq!(n(b"./a"), b"a");
+        // As in libmodsecurity, a root reached at the end loses its slash (no trailing one).
+        assert_eq!(n(b"/a/.."), b"");
+        assert_eq!(n(b"/"), b"/");
+        // Backslashes are not separators...
+        assert_eq!(n(br"\a\..\b"), br"\a\..\b");
+        // ...except for normalizePathWin.
+        assert_eq!(t("normalizePathWin", br"c:\a\..\b\.\c"), b"c:/b/c");
+        assert_eq!(
+            t("normalizePathWin", br"\..\..\windows\win.ini"),
+            b"/windows/win.ini"
+        );
+    }
+
+    #[test]
+    fn base64_decode() {
+        assert_eq!(t("base64Decode", b"Zm9vYmFy"), b"foobar");
+        assert_eq!(t("base64Decode", b"Zm9vYg=="), b"foob");
+        // Padding is optional; decoding stops at an invalid character.
+        assert_eq!(t("base64Decode", b"Zm9vYg"), b"foob");
+        assert_eq!(t("base64Decode", b"Zm9vYmE"), b"fooba");
+        assert_eq!(t("base64Decode", b"Zm9v!YmFy"), b"foo");
+        assert_eq!(t("base64Decode", b"Zm9v\r\nYmFy"), b"foobar");
+        assert_eq!(t("base64Decode", b""), b"");
+        // The forgiving variant skips invalid characters.
+        assert_eq!(t("base64DecodeExt", b"Zm9v!Ym.Fy"), b"foobar");
+        assert_eq!(
+            t("base64Decode", b"PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg"),
+            b"<script>alert(1)</script>"
+        );
+    }
+
+    #[test]
+    fn hex_decode() {
+        assert_eq!(t("hexDecode", b"414243"), b"ABC");
+        assert_eq!(t("hexDecode", b"3c73"), b"<s");
+        assert_eq!(t("hexDecode", b"41424"), b"AB");
+        assert_eq!(t("hexDecode", b"zz41"), b"zz41");
+    }
+
+    #[test]
+    fn utf8_to_unicode() {
+        assert_eq!(
+            t("utf8toUnicode", "é€😀a".as_bytes()),
+            b"%u00e9%u20ac%u1f600a"
+        );
+        // Invalid and truncated sequences are copied.
+        assert_eq!(t("utf8toUnicode", b"\xff\xc3"), b"\xff\xc3");
+        // An overlong form is followed by its first byte (as libmodsecurity does).
+        assert_eq!(t("utf8toUnicode", b"\xc0\xaf"), b"%u002f\xc0");
+    }
+
+    #[test]
+    fn length_and_digests() {
+        assert_eq!(t("length", b"abcd"), b"4");
+        assert_eq!(t("length", b""), b"0");
+        let hex = |v: Vec<u8>| v.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(t("sha1", b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(hex(t("md5", b"abc")), "900150983cd24fb0d6963f7d28e17f72");
+    }
+
+    #[test]
+    fn none_changes_nothing() {
+        assert_eq!(t("none", b"%41 \0"), b"%41 \0");
+    }
+}
