@@ -43,6 +43,10 @@
 //! | `method` | the method |
 //! | `host` | the authority (`Host`), lowercase |
 //!
+//! Behind another proxy or load balancer every request comes from its address: key by the
+//! header it sets instead (`header:x-real-ip`), but only if it overwrites any value the
+//! client sent, or clients pick their own key.
+//!
 //! A request without a header, cookie or host that the key uses is not limited at all with
 //! `missing = "pass"` (the default, as nginx does not count requests with an empty key),
 //! or counted with every other request lacking it (one shared counter per combination of
