@@ -176,6 +176,9 @@ pub struct Actions {
     pub skip: u32,
     /// `setvar` and `ctl`, in order.
     pub effects: Vec<Effect>,
+    /// `setvar`s on persistent collections (`ip.*`, `global.*`, ...), which are ignored:
+    /// nothing outlives a request here.
+    pub persistent_setvars: usize,
 }
 
 /// Actions accepted and ignored: logging and metadata the engine has no use for, and state
@@ -250,9 +253,10 @@ impl Actions {
                     let v = need("skip")?;
                     a.skip = v.parse().map_err(|_| format!("bad skip {v:?}"))?;
                 }
-                "setvar" => a
-                    .effects
-                    .push(Effect::SetVar(parse_setvar(need("setvar")?)?)),
+                "setvar" => match parse_setvar(need("setvar")?)? {
+                    Some(sv) => a.effects.push(Effect::SetVar(sv)),
+                    None => a.persistent_setvars += 1,
+                },
                 "ctl" => {
                     if let Some(ctl) = parse_ctl(need("ctl")?)? {
                         a.effects.push(Effect::Ctl(ctl));
@@ -278,8 +282,9 @@ fn parse_phase(v: &str) -> Result<u8, String> {
     }
 }
 
-/// `tx.name=value`, `tx.name=+value`, `tx.name=-value`, `!tx.name`, `tx.name` (sets 1).
-fn parse_setvar(text: &str) -> Result<SetVar, String> {
+/// `tx.name=value`, `tx.name=+value`, `tx.name=-value`, `!tx.name`, `tx.name` (sets 1);
+/// `None` for a persistent collection.
+fn parse_setvar(text: &str) -> Result<Option<SetVar>, String> {
     let (delete, text) = match text.trim().strip_prefix('!') {
         Some(rest) => (true, rest),
         None => (false, text.trim()),
@@ -296,16 +301,18 @@ fn parse_setvar(text: &str) -> Result<SetVar, String> {
     let (collection, name) = target
         .split_once('.')
         .ok_or_else(|| format!("setvar {text:?}: no collection"))?;
-    if !collection.trim().eq_ignore_ascii_case("tx") {
-        return Err(format!(
-            "setvar on {collection}.* (only the TX collection is supported)"
-        ));
+    let collection = collection.trim().to_ascii_lowercase();
+    if crate::macros::PERSISTENT.contains(&collection.as_str()) {
+        return Ok(None);
     }
-    Ok(SetVar {
+    if collection != "tx" {
+        return Err(format!("setvar on unknown collection {collection}"));
+    }
+    Ok(Some(SetVar {
         name: MacroText::parse(name.trim())?,
         op,
         value: MacroText::parse(value)?,
-    })
+    }))
 }
 
 /// Parses `name=value`; `Ok(None)` for controls that have no effect here (audit logging,
@@ -415,12 +422,11 @@ mod tests {
                 SetOp::Set
             ]
         );
-        assert!(
-            Actions::parse("setvar:ip.x=1")
-                .unwrap_err()
-                .contains("only the TX")
-        );
-        assert!(Actions::parse("setvar:'tx.x=%{global.y}'").is_err());
+        let a = Actions::parse("setvar:ip.x=1,setvar:'global.y=%{ip.z}'").unwrap();
+        assert!(a.effects.is_empty());
+        assert_eq!(a.persistent_setvars, 2);
+        assert!(Actions::parse("setvar:foo.x=1").is_err());
+        assert!(Actions::parse("setvar:'tx.x=%{nope.y}'").is_err());
     }
 
     #[test]

@@ -74,6 +74,10 @@ const KNOWN: &[&str] = &[
     "request_body_length",
 ];
 
+/// Persistent collections (ModSecurity keeps them across requests): this engine has none,
+/// so they read as empty and writes to them are ignored.
+pub const PERSISTENT: &[&str] = &["ip", "global", "session", "user", "resource"];
+
 impl MacroText {
     /// Splits `text` into literals and references; unknown collections (`ip`, `global`,
     /// ...) are errors.
@@ -92,7 +96,7 @@ impl MacroText {
                 Some((c, k)) => (c.to_string(), Some(k.to_string())),
                 None => (inner, None),
             };
-            if !KNOWN.contains(&collection.as_str()) {
+            if !KNOWN.contains(&collection.as_str()) && !PERSISTENT.contains(&collection.as_str()) {
                 return Err(format!("unsupported macro %{{{collection}}}"));
             }
             parts.push(Part::Macro(MacroRef { collection, key }));
@@ -161,7 +165,8 @@ mod tests {
 
     #[test]
     fn unknown_collections_are_errors() {
-        assert!(MacroText::parse("%{ip.reput_block_reason}").is_err());
+        assert!(MacroText::parse("%{geo.country_code}").is_err());
+        assert!(MacroText::parse("%{ip.reput_block_reason}").is_ok());
         assert!(MacroText::parse("%{tx.ok").unwrap().is_literal());
     }
 }

@@ -185,6 +185,8 @@ struct Builder {
     /// Marker name -> number of rules defined before it.
     markers: HashMap<String, usize>,
     removals: Vec<Removal>,
+    /// `setvar`s on persistent collections seen (ignored).
+    persistent_setvars: usize,
 }
 
 impl RuleSet {
@@ -251,7 +253,11 @@ impl Builder {
 
     fn skip(&mut self, d: &Directive, id: Option<u32>, why: String) {
         let id = id
-            .or_else(|| Actions::parse(actions_text(d)).ok().and_then(|a| a.id))
+            .or_else(|| {
+                let actions = crate::seclang::split_actions(actions_text(d)).ok()?;
+                let (_, v) = actions.iter().find(|(n, _)| n.eq_ignore_ascii_case("id"))?;
+                v.as_deref()?.parse().ok()
+            })
             .map_or_else(|| "without id".to_string(), |id| id.to_string());
         self.set
             .report
@@ -364,6 +370,7 @@ impl Builder {
                 };
                 &link_actions
             };
+            self.persistent_setvars += a.persistent_setvars;
             match self.link(d, a, phase, dir) {
                 Ok(link) => links.push(link),
                 Err(e) => return self.skip(d, Some(id), e),
@@ -472,6 +479,12 @@ impl Builder {
                     rule.skip_after = Some(next.max(i + 1));
                 }
             }
+        }
+        if self.persistent_setvars > 0 {
+            self.set.report.notes.push(format!(
+                "{} setvar actions on persistent collections (ip, global, session, user, resource) ignored: no state outlives a request",
+                self.persistent_setvars
+            ));
         }
         self.set.report.loaded = self.set.phases[0].len() + self.set.phases[1].len();
         self.set
