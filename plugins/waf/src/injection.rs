@@ -104,7 +104,7 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     let r = (x >> 8) as usize;
-                    if r % 4 == 0 {
+                    if r.is_multiple_of(4) {
                         (r >> 3) as u8
                     } else {
                         alphabet[r % alphabet.len()]

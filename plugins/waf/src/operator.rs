@@ -296,3 +296,325 @@ fn atoi(text: &[u8]) -> i64 {
         });
     if negative { -n } else { n }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// Expands `%{name}` from a fixed list.
+    struct Vars(&'static [(&'static str, &'static str)]);
+
+    impl Expand for Vars {
+        fn expand<'a>(&self, text: &'a str) -> Cow<'a, str> {
+            let mut out = text.to_string();
+            for (name, value) in self.0 {
+                out = out.replace(&format!("%{{{name}}}"), value);
+            }
+            Cow::Owned(out)
+        }
+    }
+
+    const ENV: Vars = Vars(&[
+        ("tx.methods", "GET HEAD POST"),
+        ("tx.threshold", "5"),
+        ("tx.word", "admin"),
+        ("tx.re", "^ad.+n$"),
+    ]);
+
+    fn op(spec: &str) -> Operator {
+        Operator::parse(
+            spec,
+            &LoadContext {
+                rule_dir: Path::new("/nonexistent"),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{spec}: {e}"))
+    }
+
+    fn eval(spec: &str, value: &str) -> Option<Vec<String>> {
+        op(spec).evaluate(value.as_bytes(), &ENV).map(|caps| {
+            caps.into_iter()
+                .map(|c| String::from_utf8_lossy(&c).into_owned())
+                .collect()
+        })
+    }
+
+    fn hit(spec: &str, value: &str) -> bool {
+        eval(spec, value).is_some()
+    }
+
+    /// A fresh directory for files an operator loads.
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("waf-op-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn specs_parse_with_names_and_negation() {
+        assert_eq!(op("@rx ^a").name(), "rx");
+        assert_eq!(op("^a").name(), "rx");
+        assert_eq!(op("!@streq x").name(), "streq");
+        assert!(hit("^a", "abc"));
+        assert!(!hit("!^a", "abc"));
+        assert!(hit("!@streq x", "y"));
+        assert_eq!(eval("!@streq x", "y"), Some(vec!["y".into()]));
+        assert_eq!(eval("!@streq x", "x"), None);
+        let err = |spec: &str| {
+            Operator::parse(
+                spec,
+                &LoadContext {
+                    rule_dir: Path::new("/"),
+                },
+            )
+            .err()
+            .unwrap()
+        };
+        assert_eq!(err("@geoLookup"), "unsupported operator @geoLookup");
+        assert!(err("@rx (?<!a)b").starts_with("unsupported regex"));
+        assert!(err("@rx (").starts_with("invalid regex"));
+        assert!(err("@pm").contains("argument"));
+    }
+
+    #[test]
+    fn rx_captures_the_match_and_groups() {
+        assert_eq!(
+            eval(r"@rx (\d+)-(\d+)", "a 12-34 b"),
+            Some(vec!["12-34".into(), "12".into(), "34".into()])
+        );
+        assert_eq!(eval("@rx b+", "abbbc"), Some(vec!["bbb".into()]));
+        assert_eq!(
+            eval("@rx (x)?y", "y"),
+            Some(vec!["y".into(), String::new()])
+        );
+        assert_eq!(eval("@rx ^x", "abc"), None);
+        let groups = "(a)".repeat(12);
+        assert_eq!(
+            eval(&format!("@rx {groups}"), &"a".repeat(12))
+                .unwrap()
+                .len(),
+            10
+        );
+        // An empty pattern matches everything.
+        assert!(hit("@rx ", "anything"));
+    }
+
+    #[test]
+    fn rx_with_macros_is_compiled_per_expansion() {
+        assert!(hit("@rx %{tx.re}", "admin"));
+        assert!(!hit("@rx %{tx.re}", "user"));
+        assert!(hit("@rx ^%{tx.word}$", "admin"));
+    }
+
+    #[test]
+    fn pm_matches_phrases_case_insensitively() {
+        assert_eq!(
+            eval("@pm select union", "1 UNION all"),
+            Some(vec!["UNION".into()])
+        );
+        assert!(!hit("@pm select union", "onion"));
+        assert!(hit("@pm |41 42|c", "xabc"));
+        assert!(hit(r#"@pm "nikto sqlmap""#, "Mozilla sqlmap/1.0"));
+    }
+
+    #[test]
+    fn pm_from_file_reads_phrases_relative_to_the_rule_dir() {
+        let dir = temp_dir("pm");
+        std::fs::write(
+            dir.join("scanners.data"),
+            "# scanners\n\nnikto\r\nsql map\n",
+        )
+        .unwrap();
+        let ctx = LoadContext { rule_dir: &dir };
+        let op = Operator::parse("@pmFromFile scanners.data", &ctx).unwrap();
+        assert_eq!(op.name(), "pmFromFile");
+        let caps = op.evaluate(b"Mozilla SQL Map", &ENV).unwrap();
+        assert_eq!(caps, vec![b"SQL Map".to_vec()]);
+        assert!(op.evaluate(b"# scanners", &ENV).is_none());
+        assert!(
+            Operator::parse("@pmf scanners.data", &ctx)
+                .unwrap()
+                .evaluate(b"NIKTO", &ENV)
+                .is_some()
+        );
+        let err = Operator::parse("@pmFromFile missing.data", &ctx)
+            .err()
+            .unwrap();
+        assert!(err.contains("missing.data"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn string_comparisons() {
+        assert_eq!(eval("@streq GET", "GET"), Some(vec!["GET".into()]));
+        assert!(!hit("@streq GET", "get"));
+        assert!(hit("@streq %{tx.word}", "admin"));
+        assert_eq!(eval("@contains dmi", "admin"), Some(vec!["dmi".into()]));
+        assert!(hit("@contains %{tx.word}", "the admin page"));
+        assert!(!hit("@contains x", "admin"));
+        assert!(hit("@containsWord admin", "the admin page"));
+        assert!(hit("@containsWord admin", "admin"));
+        assert!(!hit("@containsWord admin", "administrator"));
+        assert!(!hit("@containsWord admin", "sysadmin_x"));
+        assert!(hit("@containsWord admin", "sysadmin admin!"));
+        assert!(hit("@beginsWith /admin", "/admin/x"));
+        assert!(!hit("@beginsWith /admin", "/x/admin"));
+        assert!(hit("@endsWith .php", "/index.php"));
+        assert!(!hit("@endsWith .php", "/index.php.txt"));
+        assert!(hit("@strmatch WebZIP", "Mozilla WebZIP/1"));
+    }
+
+    #[test]
+    fn within_finds_the_value_in_the_list() {
+        assert_eq!(
+            eval("@within %{tx.methods}", "POST"),
+            Some(vec!["POST".into()])
+        );
+        assert!(!hit("@within %{tx.methods}", "PUT"));
+        assert!(hit("!@within %{tx.methods}", "DELETE"));
+        assert!(hit("@within GET HEAD", "HEAD"));
+    }
+
+    #[test]
+    fn numeric_comparisons_with_non_numbers_as_zero() {
+        assert!(hit("@eq 5", "5"));
+        assert!(hit("@eq 0", "abc"));
+        assert!(hit("@eq 12", " 12abc"));
+        assert!(hit("@ge %{tx.threshold}", "5"));
+        assert!(!hit("@gt %{tx.threshold}", "5"));
+        assert!(hit("@gt %{tx.threshold}", "6"));
+        assert!(hit("@lt 0", "-3"));
+        assert!(hit("@le 3", "3"));
+        assert!(!hit("@le 3", "4"));
+        assert!(hit("@ge 0", ""));
+        assert!(hit("@eq %{tx.unset}", "0"));
+    }
+
+    #[test]
+    fn ip_match_v4_and_v6_blocks() {
+        let spec = "@ipMatch 192.168.1.0/24, 10.0.0.1,2001:db8::/32 ,::1";
+        assert!(hit(spec, "192.168.1.77"));
+        assert!(!hit(spec, "192.168.2.1"));
+        assert!(hit(spec, "10.0.0.1"));
+        assert!(!hit(spec, "10.0.0.2"));
+        assert!(hit(spec, "2001:db8:1::5"));
+        assert!(!hit(spec, "2001:db9::1"));
+        assert!(hit(spec, "::1"));
+        assert!(hit(spec, "::ffff:10.0.0.1"));
+        assert!(!hit(spec, "not an ip"));
+        assert!(hit("@ipMatch 0.0.0.0/0", "8.8.8.8"));
+        assert!(!hit("@ipMatch 0.0.0.0/0", "2001:db8::1"));
+        for bad in [
+            "@ipMatch 10.0.0.0/33",
+            "@ipMatch 300.1.1.1",
+            "@ipMatch ::/129",
+            "@ipMatch ",
+        ] {
+            assert!(
+                Operator::parse(
+                    bad,
+                    &LoadContext {
+                        rule_dir: Path::new("/")
+                    }
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn ip_match_from_file() {
+        let dir = temp_dir("ip");
+        std::fs::write(
+            dir.join("ips.txt"),
+            "# blocked\n203.0.113.0/24\n\n2001:db8::1\n",
+        )
+        .unwrap();
+        let op =
+            Operator::parse("@ipMatchFromFile ips.txt", &LoadContext { rule_dir: &dir }).unwrap();
+        assert!(op.evaluate(b"203.0.113.9", &ENV).is_some());
+        assert!(op.evaluate(b"2001:db8::1", &ENV).is_some());
+        assert!(op.evaluate(b"198.51.100.1", &ENV).is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn validate_byte_range() {
+        assert!(!hit("@validateByteRange 1-255", "abc\u{e9}"));
+        assert!(hit("@validateByteRange 1-255", "a\0b"));
+        let crs = "@validateByteRange 9,10,13,32-126";
+        assert!(!hit(crs, "Hello, World!\r\n\t~"));
+        assert!(hit(crs, "tab\x0b"));
+        assert!(hit(crs, "caf\u{e9}"));
+        assert!(!hit(
+            "@validateByteRange 38, 44-46, 48-58, 61, 65-90, 95, 97-122",
+            "a=1&b.c"
+        ));
+        for bad in [
+            "@validateByteRange 300",
+            "@validateByteRange a-b",
+            "@validateByteRange 9-1",
+            "@validateByteRange ",
+        ] {
+            assert!(
+                Operator::parse(
+                    bad,
+                    &LoadContext {
+                        rule_dir: Path::new("/")
+                    }
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn validate_url_encoding() {
+        assert!(!hit("@validateUrlEncoding", "a%20b%7e"));
+        assert!(!hit("@validateUrlEncoding", "plain"));
+        assert!(hit("@validateUrlEncoding", "%4"));
+        assert!(hit("@validateUrlEncoding", "%zz"));
+        assert!(hit("@validateUrlEncoding", "100%"));
+        assert!(hit("@validateUrlEncoding", "%41%g1"));
+    }
+
+    #[test]
+    fn validate_utf8_encoding() {
+        let v = |bytes: &[u8]| op("@validateUtf8Encoding").evaluate(bytes, &ENV).is_some();
+        assert!(!v("café ☕ 😀".as_bytes()));
+        assert!(v(b"\xc3"));
+        assert!(v(b"\xc0\xaf"));
+        assert!(v(b"\xed\xa0\x80"));
+        assert!(v(b"\xf4\x90\x80\x80"));
+        assert!(v(b"\xff"));
+    }
+
+    #[test]
+    fn detect_sqli_captures_the_fingerprint() {
+        assert_eq!(
+            eval("@detectSQLi", "' OR '1'='1"),
+            Some(vec!["s&sos".into()])
+        );
+        assert!(hit("@detectSQLi", "1 UNION SELECT password FROM users"));
+        assert!(!hit("@detectSQLi", "O'Brien"));
+        assert!(hit("!@detectSQLi", "hello"));
+    }
+
+    #[test]
+    fn detect_xss() {
+        assert!(hit("@detectXSS", "<script>alert(1)</script>"));
+        assert!(hit("@detectXSS", "<img src=x onerror=alert(1)>"));
+        assert!(!hit("@detectXSS", "I <3 rust"));
+    }
+
+    #[test]
+    fn unconditional_and_no_match() {
+        assert_eq!(eval("@unconditionalMatch", "v"), Some(vec!["v".into()]));
+        assert!(!hit("@noMatch", "v"));
+        assert!(hit("!@noMatch", "v"));
+        assert!(!hit("!@unconditionalMatch", "v"));
+    }
+}

@@ -458,7 +458,7 @@ mod tests {
                     continue;
                 };
                 let start = at + line[at..].find("@rx ").unwrap() + 4;
-                let rest = line[start..].as_bytes();
+                let rest = &line.as_bytes()[start..];
                 let mut end = 0;
                 while end < rest.len() && rest[end] != b'"' {
                     end += if rest[end] == b'\\' { 2 } else { 1 };
