@@ -9,6 +9,7 @@ use super::bindings::maitred::plugin::state::{self, WindowCount};
 use super::state::PluginState;
 use moka::Expiry;
 use moka::ops::compute::Op;
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, LazyLock, RwLock};
@@ -75,6 +76,9 @@ impl SharedState {
         SharedState {
             slots: Cache::builder()
                 .max_capacity(MAX_ENTRIES)
+                // Least recently used out: a new client's counter always gets in (TinyLFU
+                // could refuse it and let it go uncounted).
+                .eviction_policy(EvictionPolicy::lru())
                 .expire_after(SlotExpiry)
                 .build(),
         }
