@@ -7,13 +7,15 @@
 #     `keys_zone`, `proxy_cache_valid`, `proxy_cache_lock`, keep-alive to the origin);
 #   - maitred: `workers = 1`, one route with `cache = { max_size = "256MiB", max_object_size = "8MiB" }`.
 # Both caches are warmed (one miss each, then a hit checked), then for every object and proxy:
-# wrk saturated (req/s, p99) and fixed-rate h2load rounds (proxy CPU µs/request). The origin's
-# request count is read around every measured run: it must stay flat (all hits).
+# wrk saturated (req/s, p99, proxy CPU per request) and fixed-rate h2load (proxy CPU µs/request),
+# both in rounds interleaved over the scenarios. The origin's request count is read around
+# every measured run: it must stay flat (all hits).
 # Prints one markdown table on stdout (progress goes to stderr).
 #
 # Usually run by `cargo xtask bench --cache`; when run directly it builds the proxy if missing
 # and apt-get installs wrk, nginx-light, nghttp2-client, curl. Knobs (environment):
-#   DURATION=8        seconds of `wrk -t1 -c32 --latency` per scenario (req/s, p99)
+#   DURATION=8        seconds of one `wrk -t1 -c32 --latency` run (req/s, p99)
+#   WRK_ROUNDS=3      wrk rounds, interleaved over the scenarios; medians are reported
 #   RATE=5000         fixed request rate (req/s) of the CPU-per-request runs
 #   RATE_DURATION=4   seconds of one fixed-rate run
 #   ROUNDS=3          fixed-rate rounds, interleaved over the scenarios; the median is reported
@@ -34,6 +36,7 @@ DURATION=${DURATION:-8}
 RATE=${RATE:-5000}
 RATE_DURATION=${RATE_DURATION:-4}
 ROUNDS=${ROUNDS:-3}
+WRK_ROUNDS=${WRK_ROUNDS:-3}
 SIZES=${SIZES:-1024 65536}
 PIN=${PIN:-1}
 PORT_BASE=${PORT_BASE:-30000}
@@ -64,6 +67,7 @@ fi
 
 # ---- process management ----------------------------------------------------------------------
 init_work maitred-cache
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 init_pinning "servers (origin, proxy)"
 
 wait_ready() { # wait_ready URL PID: URL answers 200
@@ -246,33 +250,44 @@ client_share() { # client_share TIMEFILE -> percent of one core used by the load
     awk '/^[0-9.]+ [0-9.]+ [0-9.]+$/ {r = $1; c = $2 + $3} END {if (r > 0) printf "%.0f", 100 * c / r; else print 0}' "$1"
 }
 
-# ---- throughput and p99: wrk -----------------------------------------------------------------
-RPS=(); P99=(); ERRS=(); CPUS=(); NOTES=(); CLIENT=(); SERVER=(); PER_CORE=(); ORIG=(); MEASURED=(); WARM_ORIG=()
+# ---- throughput and p99: wrk, rounds interleaved over the scenarios --------------------------
+# Every list below holds one value per round; the table shows medians (and the req/s range).
+RPS=(); P99=(); ERRS=(); CPUS=(); NOTES=(); CLIENT=(); SERVER=(); PER_CORE=(); ORIG=(); MEASURED=()
 for i in "${!S_NAME[@]}"; do
-    only "${S_PID[$i]}"
-    url=${S_URL[$i]}
-    log "${S_NAME[$i]} ${S_OBJ[$i]}: warm-up, then wrk -t1 -c$CONNS -d${DURATION}s --latency"
-    c0=$(origin_count)
-    timeout 10 "${CLIENT_PIN[@]}" wrk -t1 -c$CONNS -d1s "$url" >/dev/null 2>&1 || true
-    c1=$(origin_count)
-    t0=$(cpu_ns "${S_PID[$i]}")
-    out=$( { time timeout $((DURATION + 15)) "${CLIENT_PIN[@]}" wrk -t1 -c$CONNS -d"${DURATION}s" --latency "$url" 2>&1; } 2>"$WORK/time" ) || true
-    t1=$(cpu_ns "${S_PID[$i]}")
-    c2=$(origin_count)
-    rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    n=$(awk '/ requests in / {print $1}' <<<"$out")
-    [ -n "$rps" ] && [ -n "$p99" ] && [ -n "$n" ] || { echo "$out" >&2; die "${S_NAME[$i]} ${S_OBJ[$i]}: cannot parse wrk output"; }
-    e=$(wrk_errors "$out")
-    [ "$e" = 0 ] || log "${S_NAME[$i]} ${S_OBJ[$i]}: wrk reported errors: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')"
-    RPS[$i]=$rps; P99[$i]=$(to_ms "$p99"); ERRS[$i]=$e; CPUS[$i]=""; NOTES[$i]=""
-    CLIENT[$i]=$(client_share "$WORK/time")
-    # The proxy's share of its core during the run: below ~100 % something else (other jobs on a
-    # shared machine, the client) set the pace; req/s per proxy core-second does not depend on it.
-    SERVER[$i]=$(awk -v d=$((t1 - t0)) '/^[0-9.]+ [0-9.]+ [0-9.]+$/ {r = $1} END {if (r > 0) printf "%.0f", 100 * d / 1e9 / r; else print 0}' "$WORK/time")
-    PER_CORE[$i]=$(awk -v d=$((t1 - t0)) -v n="$n" 'BEGIN {if (d > 0) printf "%.0f", n / (d / 1e9); else print 0}')
-    WARM_ORIG[$i]=$((c1 - c0)); ORIG[$i]=$((c2 - c1)); MEASURED[$i]=$n
-    log "${S_NAME[$i]} ${S_OBJ[$i]}: $rps req/s, p99 ${P99[$i]} ms, proxy at ${SERVER[$i]}% of a core (${PER_CORE[$i]} req per proxy CPU-second), wrk at ${CLIENT[$i]}%; origin requests: $((c1 - c0)) in the warm-up, $((c2 - c1)) of $n in the measured run"
+    RPS[$i]=""; P99[$i]=""; ERRS[$i]=0; CPUS[$i]=""; NOTES[$i]=""; CLIENT[$i]=""; SERVER[$i]=""; PER_CORE[$i]=""
+    ORIG[$i]=0; MEASURED[$i]=0
+done
+for r in $(seq 1 "$WRK_ROUNDS"); do
+    for i in "${!S_NAME[@]}"; do
+        only "${S_PID[$i]}"
+        url=${S_URL[$i]}
+        c0=$(origin_count)
+        if [ "$r" = 1 ]; then
+            timeout 10 "${CLIENT_PIN[@]}" wrk -t1 -c$CONNS -d1s "$url" >/dev/null 2>&1 || true
+            c1=$(origin_count)
+            log "${S_NAME[$i]} ${S_OBJ[$i]}: 1 s wrk warm-up, origin requests: $((c1 - c0))"
+            c0=$c1
+        fi
+        t0=$(cpu_ns "${S_PID[$i]}")
+        out=$( { time timeout $((DURATION + 15)) "${CLIENT_PIN[@]}" wrk -t1 -c$CONNS -d"${DURATION}s" --latency "$url" 2>&1; } 2>"$WORK/time" ) || true
+        t1=$(cpu_ns "${S_PID[$i]}")
+        c1=$(origin_count)
+        rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
+        p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+        n=$(awk '/ requests in / {print $1}' <<<"$out")
+        [ -n "$rps" ] && [ -n "$p99" ] && [ -n "$n" ] || { echo "$out" >&2; die "${S_NAME[$i]} ${S_OBJ[$i]}: cannot parse wrk output"; }
+        e=$(wrk_errors "$out")
+        [ "$e" = 0 ] || log "${S_NAME[$i]} ${S_OBJ[$i]}: wrk reported errors: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')"
+        # The proxy's share of its core during the run: below ~100 % something else (other jobs on
+        # a shared machine, the client) set the pace; requests per proxy CPU-second do not depend on it.
+        server=$(awk -v d=$((t1 - t0)) '/^[0-9.]+ [0-9.]+ [0-9.]+$/ {r = $1} END {if (r > 0) printf "%.0f", 100 * d / 1e9 / r; else print 0}' "$WORK/time")
+        per_core=$(awk -v d=$((t1 - t0)) -v n="$n" 'BEGIN {if (d > 0) printf "%.0f", n / (d / 1e9); else print 0}')
+        client=$(client_share "$WORK/time")
+        RPS[$i]="${RPS[$i]} $rps"; P99[$i]="${P99[$i]} $(to_ms "$p99")"; ERRS[$i]=$(( ERRS[i] + e ))
+        SERVER[$i]="${SERVER[$i]} $server"; PER_CORE[$i]="${PER_CORE[$i]} $per_core"; CLIENT[$i]="${CLIENT[$i]} $client"
+        ORIG[$i]=$(( ORIG[i] + c1 - c0 )); MEASURED[$i]=$(( MEASURED[i] + n ))
+        log "round $r/$WRK_ROUNDS, ${S_NAME[$i]} ${S_OBJ[$i]}: $rps req/s, p99 $(to_ms "$p99") ms, proxy at $server% of a core ($per_core req per proxy CPU-second), wrk at $client%; origin requests $((c1 - c0)) of $n"
+    done
 done
 
 # ---- CPU per request at a fixed rate: h2load, rounds interleaved over the scenarios ----------
@@ -309,30 +324,32 @@ metrics=$(curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT/metrics" | grep '^maitred_c
 [ -n "$metrics" ] && log "maitred cache metrics after the runs:"$'\n'"$metrics"
 
 # ---- table -----------------------------------------------------------------------------------
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{v[NR] = $1} END {if (NR == 0) {print "n/a"; exit} printf "%.1f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk -v f="${2:-%.1f}" '{v[NR] = $1} END {if (NR == 0) {print "n/a"; exit} printf f, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 range() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {if (NR > 1) printf " (%s–%s)", lo, hi}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a + 0 > 0 && b + 0 > 0) printf "%.2f×", a / b; else print "n/a"}'; }
 
 echo
 DIRTY=""; [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && DIRTY=" (working tree with uncommitted changes)"
-echo "maitred cache benchmark, $(date -u +%Y-%m-%d), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$DIRTY, binary built $(date -u -r "$MAITRED" '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'))."
+echo "maitred cache benchmark, $(date -u +%Y-%m-%d), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$DIRTY, binary built $(date -u -r "$MAITRED" '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end."
 echo "Origin: nginx, 1 worker, static files with \`Cache-Control: max-age=3600\`. nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), 1 worker: \`proxy_cache\` (\`proxy_cache_path\` on disk, \`keys_zone\` 10m, \`proxy_cache_valid 200 1h\`, \`proxy_cache_lock on\`, \`sendfile on\`, upstream keepalive). maitred: \`workers = 1\`, route \`${CACHE_LINE:-(no cache)}\`. $PIN_DESC."
-echo "Both caches warmed first (one miss each). req/s, p99: \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`; \"proxy core use\": the proxy's on-CPU time over that run's wall time (below ~100 %, other load on the server CPU or the client set the pace); \"req/s per proxy core\": that run's requests per proxy CPU-second. CPU µs/req: on-CPU time (schedstat) of the proxy during a fixed $RATE req/s load (\`h2load --h1 -c$RATE_CONNS --rps $RATE_PER_CONN -D $RATE_DURATION\`), median of $ROUNDS interleaved rounds (range). \"origin requests\": requests that reached the origin during the measured runs / requests measured (0 = every request a hit)."
+echo "Both caches warmed first (one miss each). req/s, p99: \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`, median of $WRK_ROUNDS interleaved rounds (req/s range); \"proxy core use\": the proxy's on-CPU time over that run's wall time (below ~100 %, other load on the server CPU or the client set the pace); \"req/s per proxy core\": that run's requests per proxy CPU-second. CPU µs/req: on-CPU time (schedstat) of the proxy during a fixed $RATE req/s load (\`h2load --h1 -c$RATE_CONNS --rps $RATE_PER_CONN -D $RATE_DURATION\`), median of $ROUNDS interleaved rounds (range). \"origin requests\": requests that reached the origin during the measured runs / requests measured (0 = every request a hit)."
 echo
 echo "| object | proxy | req/s | p99 (ms) | proxy core use | req/s per proxy core | CPU µs/req at $RATE req/s | req/s maitred/nginx | req/s per core maitred/nginx | CPU/req maitred/nginx | origin requests | errors, notes |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for i in "${!S_NAME[@]}"; do
-    cpu=$(median "${CPUS[$i]}")
+    cpu=$(median "${CPUS[$i]}"); rps=$(median "${RPS[$i]}" %.0f); per_core=$(median "${PER_CORE[$i]}" %.0f)
+    client=$(median "${CLIENT[$i]}" %.0f)
     r_ratio=""; k_ratio=""; c_ratio=""
     if [ "${S_PROXY[$i]}" = maitred ]; then
         b=$((i - 1))   # the nginx row of the same object
-        r_ratio=$(ratio "${RPS[$i]}" "${RPS[$b]}"); k_ratio=$(ratio "${PER_CORE[$i]}" "${PER_CORE[$b]}")
+        r_ratio=$(ratio "$rps" "$(median "${RPS[$b]}" %.0f)")
+        k_ratio=$(ratio "$per_core" "$(median "${PER_CORE[$b]}" %.0f)")
         c_ratio=$(ratio "$cpu" "$(median "${CPUS[$b]}")")
     fi
     note=${NOTES[$i]}
-    [ "${CLIENT[$i]}" -ge 90 ] && note="${note:+$note; }client-bound: wrk at ${CLIENT[$i]}% of its core"
+    [ "$client" -ge 90 ] && note="${note:+$note; }client-bound: wrk at $client% of its core"
     [ "${ORIG[$i]}" = 0 ] || note="${note:+$note; }NOT ALL HITS"
-    echo "| $(obj_bytes "${S_OBJ[$i]}") B (${S_OBJ[$i]}) | ${S_NAME[$i]} | ${RPS[$i]} | ${P99[$i]} | ${SERVER[$i]} % | ${PER_CORE[$i]} | $cpu$(range "${CPUS[$i]}") | $r_ratio | $k_ratio | $c_ratio | ${ORIG[$i]} / ${MEASURED[$i]} | ${ERRS[$i]}${note:+ ($note)} |"
+    echo "| $(obj_bytes "${S_OBJ[$i]}") B (${S_OBJ[$i]}) | ${S_NAME[$i]} | $rps$(range "${RPS[$i]}") | $(median "${P99[$i]}" %.2f) | $(median "${SERVER[$i]}" %.0f) % | $per_core | $cpu$(range "${CPUS[$i]}") | $r_ratio | $k_ratio | $c_ratio | ${ORIG[$i]} / ${MEASURED[$i]} | ${ERRS[$i]}${note:+ ($note)} |"
 done
 echo
 echo "Cache headers of a warm hit: $(for i in "${!S_NAME[@]}"; do printf '%s %s: `%s`; ' "${S_NAME[$i]}" "${S_OBJ[$i]}" "${S_STATUS[$i]:-none}"; done | sed 's/; $/./')"
