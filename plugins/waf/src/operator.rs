@@ -263,7 +263,7 @@ impl Operator {
 
 /// Whether `needle` occurs in `haystack` (an empty needle always does).
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// Whether `word` occurs in `value` with no word character (`[A-Za-z0-9_]`) touching it.
@@ -272,9 +272,8 @@ fn contains_word(value: &[u8], word: &[u8]) -> bool {
         return true;
     }
     let is_word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
-    value.windows(word.len()).enumerate().any(|(at, w)| {
-        w == word
-            && (at == 0 || !is_word(&value[at - 1]))
+    memchr::memmem::find_iter(value, word).any(|at| {
+        (at == 0 || !is_word(&value[at - 1]))
             && value.get(at + word.len()).is_none_or(|b| !is_word(b))
     })
 }

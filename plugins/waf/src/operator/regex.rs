@@ -19,26 +19,32 @@ const DYNAMIC_CACHE: usize = 32;
 /// UTF mode; a pattern that needs Unicode (`\p{..}`, non-ASCII in a class) is compiled in
 /// Unicode mode instead.
 pub(super) fn compile(pattern: &str) -> Result<Regex, String> {
-    let translated = translate(pattern)?;
     let build = |unicode: bool| {
-        RegexBuilder::new(&translated)
+        RegexBuilder::new(&translate(pattern, !unicode)?)
             .unicode(unicode)
             .dot_matches_new_line(true)
             .multi_line(true)
             .size_limit(SIZE_LIMIT)
             .dfa_size_limit(DFA_SIZE_LIMIT)
             .build()
+            .map_err(|e| format!("invalid regex: {e}"))
     };
-    build(false)
-        .or_else(|_| build(true))
-        .map_err(|e| format!("invalid regex: {e}"))
+    build(false).or_else(|e| {
+        if e.starts_with("unsupported") {
+            Err(e)
+        } else {
+            build(true)
+        }
+    })
 }
 
 /// Translates PCRE syntax to the `regex` crate's: `\Q..\E` quoting, possessive quantifiers and
 /// atomic groups (to their plain forms), `(?#..)` comments, octal escapes, one-digit `\xH`,
 /// `\h`, `\e`, `\Z`, and PCRE's literal `{`, and `[`, `&`, `~` and `--` inside classes.
-/// Lookarounds, backreferences, recursion and conditionals are refused.
-pub(super) fn translate(p: &str) -> Result<String, String> {
+/// Lookarounds, backreferences, recursion and conditionals are refused. With `bytes`, a
+/// non-ASCII character becomes its UTF-8 bytes, each matched on its own as PCRE does without
+/// UTF mode (so `[^´]` excludes the bytes of `´`).
+pub(super) fn translate(p: &str, bytes: bool) -> Result<String, String> {
     let unsupported = |what: &str| Err(format!("unsupported regex: {what}"));
     let c: Vec<char> = p.chars().collect();
     let mut out = String::with_capacity(p.len() + 8);
@@ -62,7 +68,7 @@ pub(super) fn translate(p: &str) -> Result<String, String> {
                         .find(|&k| c[k] == '\\' && c[k + 1] == 'E')
                         .unwrap_or(c.len());
                     for &q in &c[i..end] {
-                        push_literal(&mut out, q);
+                        push_literal(&mut out, q, bytes);
                     }
                     i = (end + 2).min(c.len());
                 }
@@ -121,7 +127,7 @@ pub(super) fn translate(p: &str) -> Result<String, String> {
                 _ if e.is_ascii_alphanumeric() => {
                     return unsupported(&format!("escape \\{e}"));
                 }
-                _ => push_literal(&mut out, e),
+                _ => push_literal(&mut out, e, bytes),
             }
             continue;
         }
@@ -151,7 +157,7 @@ pub(super) fn translate(p: &str) -> Result<String, String> {
                     class = Some(true);
                 }
                 _ => {
-                    out.push(ch);
+                    push_char(&mut out, ch, bytes);
                     class = Some(true);
                 }
             }
@@ -190,7 +196,7 @@ pub(super) fn translate(p: &str) -> Result<String, String> {
                 continue;
             }
             '}' => out.push_str("\\}"),
-            _ => out.push(ch),
+            _ => push_char(&mut out, ch, bytes),
         }
         i += 1;
     }
@@ -201,12 +207,24 @@ pub(super) fn translate(p: &str) -> Result<String, String> {
 }
 
 /// Pushes `ch` so that it matches literally.
-fn push_literal(out: &mut String, ch: char) {
+fn push_literal(out: &mut String, ch: char, bytes: bool) {
     if ch == ' ' {
         out.push_str("\\x20");
     } else if regex_syntax_meta(ch) {
         out.push('\\');
         out.push(ch);
+    } else {
+        push_char(out, ch, bytes);
+    }
+}
+
+/// Pushes a character that needs no escaping: a non-ASCII one as its UTF-8 bytes when
+/// matching `bytes`.
+fn push_char(out: &mut String, ch: char, bytes: bool) {
+    if bytes && !ch.is_ascii() {
+        for b in ch.to_string().bytes() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
     } else {
         out.push(ch);
     }
@@ -312,7 +330,7 @@ impl Pattern {
     pub(super) fn new(source: &str) -> Result<Pattern, String> {
         if source.contains("%{") {
             // Check the syntax around the macros now, with each macro as a plain word.
-            translate(source)?;
+            translate(source, true)?;
             Ok(Pattern::Dynamic {
                 source: source.to_string(),
                 cache: Mutex::new(HashMap::new()),
@@ -349,6 +367,10 @@ impl Pattern {
 mod tests {
     use super::*;
 
+    fn translate_bytes(pattern: &str) -> Result<String, String> {
+        translate(pattern, true)
+    }
+
     fn matches(pattern: &str, value: &str) -> bool {
         compile(pattern).unwrap().is_match(value.as_bytes())
     }
@@ -378,21 +400,21 @@ mod tests {
 
     #[test]
     fn pcre_only_syntax_is_translated() {
-        assert_eq!(translate(r"a++b*+c?+d{2}+").unwrap(), "a+b*c?d{2}");
-        assert_eq!(translate("(?>ab|a)c").unwrap(), "(?:ab|a)c");
-        assert_eq!(translate(r"\Qa.b\E+").unwrap(), r"a\.b+");
-        assert_eq!(translate("a(?#comment)b").unwrap(), "ab");
-        assert_eq!(translate(r"\x9\0\012").unwrap(), r"\x09\x00\x0A");
-        assert_eq!(translate(r"\e\h").unwrap(), r"\x1B[\t \xA0]");
-        assert_eq!(translate(r"[\h\b]").unwrap(), r"[\t \xA0\x08]");
-        assert_eq!(translate("a{b}").unwrap(), r"a\{b\}");
-        assert_eq!(translate("a{2,}b{,3}").unwrap(), r"a{2,}b\{,3\}");
-        assert_eq!(translate("[a[&&~-]").unwrap(), r"[a\[\&\&\~-]");
-        assert_eq!(translate("[a--z]").unwrap(), r"[a\--z]");
-        assert_eq!(translate("(?'n'x)").unwrap(), "(?P<n>x)");
-        assert_eq!(translate(r"\/\'\<").unwrap(), "/'<");
-        assert_eq!(translate(r"\x{41}\p{L}").unwrap(), r"\x{41}\p{L}");
-        assert_eq!(translate(r"a+?b").unwrap(), "a+?b");
+        assert_eq!(translate_bytes(r"a++b*+c?+d{2}+").unwrap(), "a+b*c?d{2}");
+        assert_eq!(translate_bytes("(?>ab|a)c").unwrap(), "(?:ab|a)c");
+        assert_eq!(translate_bytes(r"\Qa.b\E+").unwrap(), r"a\.b+");
+        assert_eq!(translate_bytes("a(?#comment)b").unwrap(), "ab");
+        assert_eq!(translate_bytes(r"\x9\0\012").unwrap(), r"\x09\x00\x0A");
+        assert_eq!(translate_bytes(r"\e\h").unwrap(), r"\x1B[\t \xA0]");
+        assert_eq!(translate_bytes(r"[\h\b]").unwrap(), r"[\t \xA0\x08]");
+        assert_eq!(translate_bytes("a{b}").unwrap(), r"a\{b\}");
+        assert_eq!(translate_bytes("a{2,}b{,3}").unwrap(), r"a{2,}b\{,3\}");
+        assert_eq!(translate_bytes("[a[&&~-]").unwrap(), r"[a\[\&\&\~-]");
+        assert_eq!(translate_bytes("[a--z]").unwrap(), r"[a\--z]");
+        assert_eq!(translate_bytes("(?'n'x)").unwrap(), "(?P<n>x)");
+        assert_eq!(translate_bytes(r"\/\'\<").unwrap(), "/'<");
+        assert_eq!(translate_bytes(r"\x{41}\p{L}").unwrap(), r"\x{41}\p{L}");
+        assert_eq!(translate_bytes(r"a+?b").unwrap(), "a+?b");
         assert!(matches(r"^a\Z", "a\n"));
         assert!(matches(r"[]a]", "]"));
         assert!(matches(r"[^]a]", "b"));
@@ -420,9 +442,19 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_class_falls_back_to_unicode_mode() {
+    fn non_ascii_characters_are_matched_as_bytes() {
+        // As PCRE without UTF mode: a class lists the bytes of `´` (C2 B4).
+        assert_eq!(translate_bytes("[^´]").unwrap(), r"[^\xC2\xB4]");
         assert!(matches("[é]", "é"));
+        assert!(!compile("^[^´]+$").unwrap().is_match(b"a\xc2b"));
+        assert!(compile("[^´]").unwrap().is_match(b"\xff"));
+        assert!(matches("caf[é]", "café"));
+    }
+
+    #[test]
+    fn unicode_properties_fall_back_to_unicode_mode() {
         assert!(matches(r"\p{Greek}", "α"));
+        assert!(matches(r"\x{3b1}é", "αé"));
     }
 
     #[test]
