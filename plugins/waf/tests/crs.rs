@@ -8,6 +8,8 @@ use waf::config::WafConfig;
 use waf::engine::{Engine, Verdict};
 use waf::request::Transaction;
 
+mod common;
+
 const SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
 const RULES: &str = "/usr/share/modsecurity-crs/rules";
 
@@ -46,48 +48,34 @@ fn engine() -> Option<&'static Engine> {
         .as_ref()
 }
 
+/// A browser-like request (Host, User-Agent, Accept, Accept-Language, Content-Length).
 fn request(
     method: &str,
     target: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Transaction {
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (target.to_string(), None),
-    };
     let mut all = vec![
-        ("host".to_string(), b"www.example.com".to_vec()),
+        ("host", "www.example.com"),
         (
-            "user-agent".to_string(),
-            b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0".to_vec(),
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
         ),
         (
-            "accept".to_string(),
-            b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8".to_vec(),
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
         ),
-        ("accept-language".to_string(), b"en-US,en;q=0.5".to_vec()),
+        ("accept-language", "en-US,en;q=0.5"),
     ];
     for (n, v) in headers {
         all.retain(|(name, _)| name != n);
-        all.push((n.to_string(), v.as_bytes().to_vec()));
+        all.push((n, v));
     }
-    if let Some(b) = body {
-        all.push((
-            "content-length".to_string(),
-            b.len().to_string().into_bytes(),
-        ));
+    let length = body.map(|b| b.len().to_string());
+    if let Some(len) = &length {
+        all.push(("content-length", len));
     }
-    Transaction {
-        method: method.into(),
-        path,
-        query,
-        protocol: "HTTP/1.1".into(),
-        headers: all,
-        body: body.map(<[u8]>::to_vec),
-        client_addr: "192.0.2.10:40000".into(),
-        unique_id: "a1b2c3d4e5f6".into(),
-    }
+    common::req(method, target, &all, body)
 }
 
 fn check(t: Transaction) -> Option<Verdict> {

@@ -5,6 +5,9 @@ use waf::config::WafConfig;
 use waf::engine::{Engine, Verdict};
 use waf::request::Transaction;
 
+mod common;
+use common::req;
+
 fn build(config: serde_json::Value) -> Engine {
     serde_json::from_value::<WafConfig>(config)
         .unwrap()
@@ -14,26 +17,6 @@ fn build(config: serde_json::Value) -> Engine {
 
 fn engine(rules: &str) -> Engine {
     build(serde_json::json!({ "rules": rules }))
-}
-
-fn req(method: &str, target: &str, headers: &[(&str, &str)], body: Option<&str>) -> Transaction {
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (target.to_string(), None),
-    };
-    Transaction {
-        method: method.into(),
-        path,
-        query,
-        protocol: "HTTP/1.1".into(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect(),
-        body: body.map(|b| b.as_bytes().to_vec()),
-        client_addr: "192.0.2.7:51000".into(),
-        unique_id: "u1".into(),
-    }
 }
 
 fn get(target: &str) -> Transaction {
@@ -85,7 +68,7 @@ SecRule ARGS_GET_NAMES|ARGS_POST_NAMES "@streq c" "id:10,phase:2,pass"
         "POST",
         "/?a=q&y=%27",
         &[("content-type", "application/x-www-form-urlencoded")],
-        Some("b=1&c=body+value"),
+        Some(b"b=1&c=body+value"),
     );
     assert_eq!(run(rules, tx), vec![1, 2, 4, 5, 6, 7, 8, 9, 10]);
 }
@@ -127,7 +110,7 @@ SecRule REQBODY_PROCESSOR "@streq JSON" "id:6,phase:2,pass"
         "POST",
         "/",
         &[("content-type", "application/json")],
-        Some(r#"{"user":{"name":"bob"}}"#),
+        Some(br#"{"user":{"name":"bob"}}"#),
     );
     assert_eq!(run(rules, json), vec![1, 6]);
     let multipart = req(
@@ -135,7 +118,7 @@ SecRule REQBODY_PROCESSOR "@streq JSON" "id:6,phase:2,pass"
         "/",
         &[("content-type", "multipart/form-data; boundary=b")],
         Some(
-            "--b\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhi\r\n\
+            b"--b\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhi\r\n\
              --b\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"shell.php\"\r\n\r\n<?php ?>\r\n--b--\r\n",
         ),
     );
@@ -144,7 +127,7 @@ SecRule REQBODY_PROCESSOR "@streq JSON" "id:6,phase:2,pass"
         "POST",
         "/",
         &[("content-type", "application/json")],
-        Some("{"),
+        Some(b"{"),
     );
     assert_eq!(run(rules, broken), vec![5, 6]);
     // The host did not buffer the body: phase 2 still runs, without body variables.
@@ -162,7 +145,7 @@ SecRule ARGS:json.a "@streq x" "id:2,phase:2,pass"
         "POST",
         "/",
         &[("content-type", "text/plain")],
-        Some(r#"{"a":"x"}"#),
+        Some(br#"{"a":"x"}"#),
     );
     assert_eq!(run(rules, tx), vec![2]);
 }
