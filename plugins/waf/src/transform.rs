@@ -54,6 +54,8 @@ pub enum Transform {
     Base64DecodeExt,
     /// `hexDecode`: pairs of hex digits to bytes.
     HexDecode,
+    /// `hexEncode`: each byte as two lowercase hex digits.
+    HexEncode,
     /// `utf8toUnicode`: multi-byte UTF-8 sequences to `%uHHHH`.
     Utf8ToUnicode,
     /// `length`: the value's length in bytes, as decimal text.
@@ -96,6 +98,7 @@ impl Transform {
             "base64decode" => Transform::Base64Decode,
             "base64decodeext" => Transform::Base64DecodeExt,
             "hexdecode" => Transform::HexDecode,
+            "hexencode" => Transform::HexEncode,
             "utf8tounicode" => Transform::Utf8ToUnicode,
             "length" => Transform::Length,
             "sha1" => Transform::Sha1,
@@ -132,6 +135,7 @@ impl Transform {
             Transform::Base64Decode => decode::base64(input, false),
             Transform::Base64DecodeExt => decode::base64(input, true),
             Transform::HexDecode => decode::hex(input),
+            Transform::HexEncode => digest::hex(input),
             Transform::Utf8ToUnicode => decode::utf8_to_unicode(input),
             Transform::Length => digest::length(input),
             Transform::Sha1 => digest::sha1(input),
@@ -436,6 +440,10 @@ mod tests {
             "a9993e364706816aba3e25717850c26c9cd0d89d"
         );
         assert_eq!(hex(t("md5", b"abc")), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(t("hexEncode", b"A<\xff"), b"413cff");
+        // As CRS writes it: t:sha1,t:hexEncode.
+        let sha1_hex = t("hexEncode", &t("sha1", b"abc"));
+        assert_eq!(sha1_hex, b"a9993e364706816aba3e25717850c26c9cd0d89d");
     }
 
     #[test]
