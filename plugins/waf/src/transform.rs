@@ -447,6 +447,56 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_do_not_panic() {
+        let all = [
+            "none",
+            "lowercase",
+            "uppercase",
+            "urlDecode",
+            "urlDecodeUni",
+            "htmlEntityDecode",
+            "jsDecode",
+            "cssDecode",
+            "cmdLine",
+            "compressWhitespace",
+            "removeWhitespace",
+            "removeNulls",
+            "replaceNulls",
+            "replaceComments",
+            "removeComments",
+            "normalizePath",
+            "normalizePathWin",
+            "base64Decode",
+            "base64DecodeExt",
+            "hexDecode",
+            "hexEncode",
+            "utf8toUnicode",
+            "length",
+            "sha1",
+            "md5",
+            "trim",
+            "trimLeft",
+            "trimRight",
+            "escapeSeqDecode",
+        ];
+        let alphabet = b"%uUxX&#;\\/.-*<!>+=0123456789abcdefABCDEFqz \t\n\0\xa0\xc3\xa9\xf0\x9f";
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for n in 0..3_000 {
+            let value: Vec<u8> = (0..n % 24)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x >> 11) as usize % alphabet.len()]
+                })
+                .collect();
+            for name in all {
+                t(name, &value);
+            }
+        }
+    }
+
+    #[test]
     fn none_changes_nothing() {
         assert_eq!(t("none", b"%41 \0"), b"%41 \0");
     }

@@ -471,6 +471,26 @@ mod tests {
         assert_eq!(found("abc", "("), None);
     }
 
+    #[test]
+    fn arbitrary_patterns_do_not_panic() {
+        let alphabet: Vec<char> = r"\\QEx{}[]()?:<>=!'#|^$*+-&~,0123a\zZhbp"
+            .chars()
+            .chain(['é'])
+            .collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for n in 0..20_000 {
+            let pattern: String = (0..n % 12)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x >> 11) as usize % alphabet.len()]
+                })
+                .collect();
+            let _ = compile(&pattern);
+        }
+    }
+
     /// Every `@rx` pattern of the CRS rule files under `dir`, one per rule.
     fn crs_patterns(dir: &std::path::Path) -> Vec<String> {
         let mut patterns = Vec::new();
