@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::action::{BodyProcessor, Ctl, Disruptive, Effect, EngineMode, IdSet, RuleRef, SetOp};
 use crate::macros::{Lookup, MacroRef, MacroText};
 use crate::operator::Expand;
-use crate::pipeline::{Source, TransformCache};
+use crate::pipeline::{PipelineId, Source, TransformCache};
 use crate::request::{RequestData, Transaction};
 use crate::ruleset::{Link, Rule, RuleSet};
 use crate::variable::{Selector, Target, Var};
@@ -126,7 +126,7 @@ impl Engine {
     /// Runs phases 1 and 2 over a request.
     pub fn evaluate(&self, tx: Transaction) -> Verdict {
         let mut st = State::new(RequestData::new(tx), self);
-        let mut cache = TransformCache::default();
+        let mut cache = TransformCache::with_capacity(256);
         let mut deny = None;
         let mut allowed = false;
         for phase in 0..2 {
@@ -172,7 +172,12 @@ impl Engine {
         }
     }
 
-    fn run_phase(&self, phase: usize, st: &mut State, cache: &mut TransformCache) -> Flow {
+    fn run_phase<'e>(
+        &'e self,
+        phase: usize,
+        st: &mut State<'e>,
+        cache: &mut TransformCache,
+    ) -> Flow {
         let rules = &self.rules.phases[phase];
         let mut i = 0;
         while i < rules.len() {
@@ -203,8 +208,13 @@ impl Engine {
     }
 
     /// Evaluates a rule (all its chain); on a match runs its effects and returns true.
-    fn run_rule(&self, rule: &Rule, st: &mut State, cache: &mut TransformCache) -> bool {
-        st.rule = Some((rule.id, rule.msg.clone()));
+    fn run_rule<'e>(
+        &'e self,
+        rule: &'e Rule,
+        st: &mut State<'e>,
+        cache: &mut TransformCache,
+    ) -> bool {
+        st.rule = Some(rule);
         for link in &rule.links {
             let matches = self.evaluate_link(rule, link, st, cache);
             if matches.is_empty() {
@@ -235,17 +245,19 @@ impl Engine {
             return vec![Match::default()];
         };
         let pipes = &self.rules.pipelines;
-        let excluded: Vec<&(Var, Selector)> = link
-            .targets
-            .exclude
-            .iter()
-            .chain(st.removed_targets(rule))
-            .collect();
-        let nodes = match link.multi_match {
-            true => std::iter::once(0)
+        let removed: Vec<&(Var, Selector)> = st.removed_targets(rule).collect();
+        let excluded = |var: Var, name: &str| {
+            let hit = |(v, sel): &(Var, Selector)| *v == var && sel.selects(name);
+            link.targets.exclude.iter().any(hit) || removed.iter().any(|t| hit(t))
+        };
+        let all_stages: Vec<PipelineId>;
+        let nodes: &[PipelineId] = if link.multi_match {
+            all_stages = std::iter::once(0)
                 .chain(pipes.path(link.pipeline))
-                .collect(),
-            false => vec![link.pipeline],
+                .collect();
+            &all_stages
+        } else {
+            std::slice::from_ref(&link.pipeline)
         };
         let mut matches = Vec::new();
         for target in &link.targets.include {
@@ -261,14 +273,11 @@ impl Engine {
                 continue;
             }
             st.for_each(target, &mut |name, raw, source| {
-                if excluded
-                    .iter()
-                    .any(|(v, sel)| *v == target.var && sel.selects(name))
-                {
+                if excluded(target.var, name) {
                     return;
                 }
                 let mut last: Option<Vec<u8>> = None;
-                for &node in &nodes {
+                for &node in nodes.iter() {
                     let value = cache.get(pipes, node, source, raw);
                     if last.as_deref() == Some(&*value) {
                         continue;
@@ -327,8 +336,8 @@ struct State<'e> {
     removed_targets: Vec<(RuleRef, (Var, Selector))>,
     body_processor: Option<BodyProcessor>,
     force_body_variable: bool,
-    /// The rule being evaluated (id, msg) for `%{rule.*}`.
-    rule: Option<(u32, Option<MacroText>)>,
+    /// The rule being evaluated, for `%{rule.*}`.
+    rule: Option<&'e Rule>,
     would_deny: Option<u32>,
     hits: Vec<Hit>,
 }
@@ -459,13 +468,10 @@ impl<'e> State<'e> {
         }
     }
 
-    fn count(&self, target: &Target, excluded: &[&(Var, Selector)]) -> usize {
+    fn count(&self, target: &Target, excluded: &dyn Fn(Var, &str) -> bool) -> usize {
         let mut n = 0;
         self.for_each(target, &mut |name, _, _| {
-            if !excluded
-                .iter()
-                .any(|(v, sel)| *v == target.var && sel.selects(name))
-            {
+            if !excluded(target.var, name) {
                 n += 1;
             }
         });
@@ -552,13 +558,10 @@ impl Lookup for State<'_> {
         let var = match (r.collection.as_str(), key) {
             ("tx", Some(k)) => return self.tx.get(k).map(|v| Cow::Borrowed(v.as_slice())),
             ("rule", Some("id")) => {
-                return self
-                    .rule
-                    .as_ref()
-                    .map(|(id, _)| Cow::Owned(id.to_string().into_bytes()));
+                return self.rule.map(|r| Cow::Owned(r.id.to_string().into_bytes()));
             }
             ("rule", Some("msg")) => {
-                let msg = self.rule.as_ref()?.1.as_ref()?;
+                let msg = self.rule?.msg.as_ref()?;
                 return Some(Cow::Owned(msg.expand(self).into_owned().into_bytes()));
             }
             ("rule", _) => return None,

@@ -2,6 +2,7 @@
 //! that transforms each value with each pipeline (prefix) at most once.
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::transform::Transform;
 
@@ -75,16 +76,46 @@ impl Source {
     }
 }
 
+/// A multiplicative hasher for the cache's small integer keys (SipHash is most of a cache
+/// lookup's cost otherwise).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 /// Results of transforming request values during one request.
 #[derive(Default)]
 pub struct TransformCache {
     /// (source, pipeline) -> index into `store`, or `None` when the pipeline left the value
     /// unchanged.
-    map: HashMap<(Source, PipelineId), Option<usize>>,
+    map: HashMap<(Source, PipelineId), Option<usize>, BuildHasherDefault<IdHasher>>,
     store: Vec<Vec<u8>>,
 }
 
 impl TransformCache {
+    /// An empty cache with room for `n` results before it grows.
+    pub fn with_capacity(n: usize) -> TransformCache {
+        TransformCache {
+            map: HashMap::with_capacity_and_hasher(n, Default::default()),
+            store: Vec::with_capacity(n / 4),
+        }
+    }
+
     /// `raw` (the value of `source`) transformed by pipeline `node`.
     pub fn get<'a>(
         &'a mut self,
