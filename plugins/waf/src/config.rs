@@ -106,10 +106,8 @@ impl WafConfig {
     /// globs matching nothing, syntax errors and bad settings are errors; unsupported rules
     /// are not (see [`RuleSet::report`]).
     pub fn build(&self) -> Result<Engine, String> {
-        if let Some(pl) = self.paranoia_level {
-            if !(1..=4).contains(&pl) {
-                return Err(format!("paranoia_level must be 1-4, got {pl}"));
-            }
+        if let Some(pl) = self.paranoia_level.filter(|pl| !(1..=4).contains(pl)) {
+            return Err(format!("paranoia_level must be 1-4, got {pl}"));
         }
         if self.inbound_threshold.is_some_and(|t| t < 1) {
             return Err("inbound_threshold must be at least 1".into());

@@ -480,17 +480,15 @@ impl<'e> State<'e> {
 
     /// A link matched: MATCHED_VAR(S), and TX.0-9 with `capture`.
     fn record(&mut self, matches: Vec<Match>, capture: bool) {
-        if capture {
-            if let Some(first) = matches.first() {
-                for i in 0..10 {
-                    let key = i.to_string();
-                    match first.captures.get(i) {
-                        Some(c) => {
-                            self.tx.insert(key, c.clone());
-                        }
-                        None => {
-                            self.tx.remove(&key);
-                        }
+        if let Some(first) = matches.first().filter(|_| capture) {
+            for i in 0..10 {
+                let key = i.to_string();
+                match first.captures.get(i) {
+                    Some(c) => {
+                        self.tx.insert(key, c.clone());
+                    }
+                    None => {
+                        self.tx.remove(&key);
                     }
                 }
             }

@@ -91,10 +91,10 @@ fn transaction(req: &Request) -> Transaction {
             headers.push((name.clone(), value));
         }
     }
-    if !headers.iter().any(|(n, _)| n == "host") {
-        if let Some(authority) = req.authority() {
-            headers.push(("host".to_string(), authority.into_bytes()));
-        }
+    if !headers.iter().any(|(n, _)| n == "host")
+        && let Some(authority) = req.authority()
+    {
+        headers.push(("host".to_string(), authority.into_bytes()));
     }
     Transaction {
         method: req.method(),
