@@ -1,6 +1,18 @@
 //! Rule evaluation for request phases 1 and 2: targets, transformations (cached per request),
 //! operators, chains, actions, flow (`skipAfter`, `skip`), runtime controls and anomaly
 //! scoring, ending in a [`Verdict`].
+//!
+//! Semantics, where ModSecurity versions differ or this engine simplifies:
+//! - Every target of a rule is inspected; the rule's `setvar`s and `ctl`s run once when it
+//!   matches (not once per matching value). In a chain they run only when every link
+//!   matched; `capture` fills TX.0-TX.9 as soon as its link matches, for the next links.
+//! - `MATCHED_VARS` holds the values the last matching link matched.
+//! - `deny` ends the request at once (in detect mode it is noted and evaluation goes on);
+//!   `allow` ends evaluation and lets the request through; `block` is resolved at load.
+//! - After both phases the plugin also compares the inbound anomaly score (the highest of
+//!   `tx.anomaly_score`, `tx.inbound_anomaly_score`, `tx.blocking_inbound_anomaly_score` and
+//!   the per-level sums up to the blocking paranoia level) with the threshold, so rule sets
+//!   without a blocking rule still block.
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -401,8 +413,15 @@ impl<'e> State<'e> {
 
     /// The inbound anomaly score, whichever CRS version's variables the rules use.
     fn score(&self) -> i64 {
+        // Per-level scores count up to the blocking paranoia level only: higher levels are
+        // detection-only (CRS 4 `detection_paranoia_level`, CRS 3 `executing_paranoia_level`).
+        let blocking_level = self
+            .tx_int("blocking_paranoia_level")
+            .or_else(|| self.tx_int("paranoia_level"))
+            .unwrap_or(4)
+            .clamp(1, 4);
         let sum = |prefix: &str| -> i64 {
-            (1..=4)
+            (1..=blocking_level)
                 .filter_map(|pl| self.tx_int(&format!("{prefix}_pl{pl}")))
                 .sum()
         };

@@ -476,3 +476,17 @@ SecRule ARGS "@contains x" "id:9,phase:2,pass,skipAfter:NOWHERE"
     // The loaded rules work.
     assert_eq!(e.evaluate(get("/?a=evil")).block, Some(403));
 }
+
+#[test]
+fn the_plugin_check_counts_levels_up_to_the_blocking_paranoia_level() {
+    // CRS 4 style: per-level scores, detection above the blocking level.
+    let rules = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.blocking_paranoia_level=1,setvar:tx.detection_paranoia_level=2"
+SecRule ARGS "@contains evil" "id:2,phase:2,pass,setvar:'tx.inbound_anomaly_score_pl1=+5'"
+SecRule ARGS "@contains meh" "id:3,phase:2,pass,setvar:'tx.inbound_anomaly_score_pl2=+5'"
+"#;
+    let e = engine(rules);
+    assert_eq!(e.evaluate(get("/?a=meh")).block, None);
+    let v = e.evaluate(get("/?a=evil+meh"));
+    assert_eq!((v.block, v.score), (Some(403), 5));
+}
