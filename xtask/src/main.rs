@@ -7,7 +7,8 @@
 //! - `bench`: build everything in release mode and run `bench/run.sh`; `bench --l4-tls`:
 //!   build the proxy and run `bench/l4_tls.sh` (TCP throughput, TLS handshakes, HTTPS);
 //!   `bench --cache`: build the proxy and run `bench/cache.sh` (cache hits, maitred's route
-//!   cache against nginx `proxy_cache`).
+//!   cache against nginx `proxy_cache`); `bench --waf`: build the proxy and the `waf` plugin and
+//!   run `bench/waf.sh` (the WAF with the OWASP CRS through the proxy, with and without it).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -37,6 +38,10 @@ enum Task {
         /// Run the cache-hit benchmark (bench/cache.sh: maitred's cache vs nginx proxy_cache).
         #[arg(long, conflicts_with = "l4_tls")]
         cache: bool,
+        /// Run the WAF benchmark (bench/waf.sh: the waf plugin with the OWASP CRS, with and
+        /// without it).
+        #[arg(long, conflicts_with_all = ["l4_tls", "cache"])]
+        waf: bool,
     },
 }
 
@@ -70,6 +75,19 @@ fn main() -> Result<()> {
         Task::Bench { cache: true, .. } => {
             cargo(&["build", "--release", "-p", "maitred"])?;
             run(Command::new("bash").arg(root().join("bench/cache.sh")))
+        }
+        Task::Bench { waf: true, .. } => {
+            ensure_wasm_target()?;
+            cargo(&[
+                "build",
+                "--target",
+                "wasm32-wasip2",
+                "--release",
+                "-p",
+                "waf",
+            ])?;
+            cargo(&["build", "--release", "-p", "maitred"])?;
+            run(Command::new("bash").arg(root().join("bench/waf.sh")))
         }
         Task::Bench { .. } => {
             build_plugins()?;
