@@ -174,6 +174,15 @@ impl Request {
         self.0.set_upstream(name)
     }
 
+    /// The client's HTTP version: `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    ///
+    /// ```ignore
+    /// let line = format!("{} {} {}", req.method(), req.path(), req.protocol());
+    /// ```
+    pub fn protocol(&self) -> String {
+        self.0.protocol()
+    }
+
     /// The whole request body, if this plugin asked for it by returning a [`Phases`] with
     /// [`Phases::REQUEST_BODY`] and it fit in the route's `max_body`; `None` otherwise.
     ///

@@ -284,7 +284,7 @@ async fn every_host_function_works_end_to_end() {
     // Request phase, as the backend saw it.
     let seen = &reply.body;
     assert!(seen.starts_with("GET /rewritten?a=1 "), "{seen}");
-    assert!(seen.contains("x-probe-request: method=GET path=/rewrite/me query=x=y authority=probe.example.com upstream=main names="), "{seen}");
+    assert!(seen.contains("x-probe-request: method=GET protocol=HTTP/1.1 path=/rewrite/me query=x=y authority=probe.example.com upstream=main names="), "{seen}");
     assert!(seen.contains("x-probe-client: 127.0.0.1:"), "{seen}");
     assert!(seen.contains("x-probe-twice: a|b\n"), "{seen}");
     assert!(

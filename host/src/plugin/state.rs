@@ -298,6 +298,16 @@ impl http::HostRequest for PluginState {
     fn body(&mut self, _: Resource<RequestHandle>) -> Res<Option<Vec<u8>>> {
         Ok(self.req()?.body.as_ref().map(|b| b.to_vec()))
     }
+    fn protocol(&mut self, _: Resource<RequestHandle>) -> Res<String> {
+        let version = match self.req()?.parts.version {
+            ::http::Version::HTTP_09 => "HTTP/0.9",
+            ::http::Version::HTTP_10 => "HTTP/1.0",
+            ::http::Version::HTTP_2 => "HTTP/2.0",
+            ::http::Version::HTTP_3 => "HTTP/3.0",
+            _ => "HTTP/1.1",
+        };
+        Ok(version.to_owned())
+    }
     fn cache_key(&mut self, _: Resource<RequestHandle>) -> Res<String> {
         let req = self.req()?;
         Ok(match &req.cache.key {

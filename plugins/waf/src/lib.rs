@@ -100,8 +100,7 @@ fn transaction(req: &Request) -> Transaction {
         method: req.method(),
         path: req.path(),
         query: req.query(),
-        // The plugin interface does not expose the HTTP version.
-        protocol: "HTTP/1.1".to_string(),
+        protocol: req.protocol(),
         headers,
         body: req.body(),
         client_addr: req.client_addr(),

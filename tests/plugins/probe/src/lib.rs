@@ -17,8 +17,9 @@ impl Plugin for Probe {
 
     fn on_request(&self, req: &Request) -> Action {
         let report = format!(
-            "method={} path={} query={} authority={} upstream={} names={}",
+            "method={} protocol={} path={} query={} authority={} upstream={} names={}",
             req.method(),
+            req.protocol(),
             req.path(),
             req.query().unwrap_or_default(),
             req.authority().unwrap_or_default(),
