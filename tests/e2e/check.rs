@@ -290,3 +290,29 @@ fn the_operations_example_is_valid() {
         "{summary}"
     );
 }
+
+#[test]
+fn the_edge_example_is_valid() {
+    if !std::path::Path::new("/usr/share/modsecurity-crs/rules").is_dir() {
+        eprintln!("skipped: Debian's modsecurity-crs is not installed");
+        return;
+    }
+    // The example points at `cargo xtask plugins`' output; the tests build their own.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/edge.toml");
+    let text = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("../target/wasm32-wasip2/release/", "");
+    let dir = TempDir::new("edge-example");
+    let path = dir.write(
+        "edge.toml",
+        text.replace(
+            "wasm = \"",
+            &format!("wasm = \"{}/", plugin_dir().display()),
+        ),
+    );
+    let summary = maitred::check(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        summary.contains("ok (1 listeners, 2 routes, 2 upstreams, 3 plugins)"),
+        "{summary}"
+    );
+}
