@@ -16,7 +16,10 @@ impl Plugin for BodyProbe {
 
     fn on_request(&self, req: &Request) -> Action {
         let body = req.body();
-        if body.as_ref().is_some_and(|b| b.windows(4).any(|w| w == b"evil")) {
+        if body
+            .as_ref()
+            .is_some_and(|b| b.windows(4).any(|w| w == b"evil"))
+        {
             return DirectResponse::new(403).body("blocked\n").into();
         }
         let len = body.map_or("none".to_string(), |b| b.len().to_string());
