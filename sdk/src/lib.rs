@@ -85,6 +85,7 @@ pub mod balancer;
 pub mod body;
 mod config;
 pub mod connection;
+pub mod duration;
 mod http;
 pub mod log;
 pub mod state;

@@ -311,7 +311,7 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"ttl": [{"ttl": "1 fortnight"}]}"#),
-            "invalid config: invalid TTL \"1 fortnight\"; write e.g. \"90s\", \"10m\", \"1h 30m\", \"1d\" or 86400"
+            "invalid config: invalid TTL \"1 fortnight\"; write e.g. \"500ms\", \"90s\", \"10m\", \"1h 30m\", \"1d\" or a number of seconds"
         );
         assert_eq!(
             err(r#"{"ttl": [{"ttl": -1}]}"#),

@@ -1,7 +1,7 @@
-//! Window lengths in the config: `"1m"`, `"500ms"`, `"1h 30m"`, or integer seconds.
+//! Window lengths in the config: `"1m"`, `"500ms"`, `"1h 30m"`, or integer seconds (read by
+//! [`maitred_sdk::duration`]).
 
-use serde::de::{self, Deserializer, Visitor};
-use std::fmt;
+use serde::de::{self, Deserializer};
 use std::time::Duration;
 
 /// The longest window: what the host's millisecond counters hold (about 49 days).
@@ -11,48 +11,13 @@ pub const MAX: Duration = Duration::from_millis(u32::MAX as u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window(pub Duration);
 
-/// Parses a window: one or more `<number><unit>` parts, optionally separated by spaces, with
-/// units `ms`, `s`, `m`, `h` and `d` (`"500ms"`, `"1s"`, `"1m"`, `"1h 30m"`, `"1d"`); a bare
-/// number is seconds.
+/// Parses a window (see [`maitred_sdk::duration::parse`]), 1 ms to [`MAX`].
 ///
 /// ```ignore
 /// assert_eq!(parse("1m 30s"), Ok(Duration::from_secs(90)));
 /// ```
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let invalid =
-        || format!("invalid window {text:?}; write e.g. \"500ms\", \"1s\", \"1m\", \"1h\" or 60");
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total_ms: u64 = 0;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(invalid());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        let unit_ms = match &rest[..unit_len] {
-            "ms" => 1,
-            "" | "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(invalid()),
-        };
-        rest = rest[unit_len..].trim_start();
-        total_ms = number
-            .checked_mul(unit_ms)
-            .and_then(|ms| total_ms.checked_add(ms))
-            .ok_or_else(invalid)?;
-    }
-    checked(Duration::from_millis(total_ms), text)
+    checked(maitred_sdk::duration::parse(text, "window")?, text)
 }
 
 /// `d` if it is a usable window length.
@@ -68,27 +33,10 @@ fn checked(d: Duration, text: &str) -> Result<Duration, String> {
 
 impl<'de> de::Deserialize<'de> for Window {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Window;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a window such as \"1m\", \"500ms\" or a number of seconds")
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Window, E> {
-                let d = Duration::from_secs(n.min(MAX.as_secs() + 1));
-                checked(d, &n.to_string()).map(Window).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Window, E> {
-                match u64::try_from(n) {
-                    Ok(n) => self.visit_u64(n),
-                    Err(_) => Err(E::custom(format!("window {n} is negative"))),
-                }
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Window, E> {
-                parse(text).map(Window).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
+        let duration = maitred_sdk::duration::deserialize(d, "window")?;
+        checked(duration, &format!("{}ms", duration.as_millis()))
+            .map(Window)
+            .map_err(de::Error::custom)
     }
 }
 
