@@ -206,16 +206,9 @@ impl RouteCache {
                             CacheResult::Miss,
                         );
                     }
-                    let leader = match coalesce.then(|| self.flights.join(&key)) {
-                        Some(Role::Follower(follower)) => {
-                            match follower.wait(self.config.lock_timeout).await {
-                                Outcome::Stored => collapsed = true,
-                                _ => coalesce = false,
-                            }
-                            continue;
-                        }
-                        Some(Role::Leader(leader)) => Some(leader),
-                        None => None,
+                    let Some(leader) = self.lead_or_wait(&key, &mut coalesce, &mut collapsed).await
+                    else {
+                        continue;
                     };
                     let status = CacheStatus::forwarded(fwd);
                     return self.forward(Mode::Fill(fill(leader)), status, CacheResult::Miss);
@@ -278,16 +271,8 @@ impl RouteCache {
             if head_only {
                 return self.forward(Mode::Pass, CacheStatus::forwarded(fwd), CacheResult::Miss);
             }
-            let leader = match coalesce.then(|| self.flights.join(&key)) {
-                Some(Role::Follower(follower)) => {
-                    match follower.wait(self.config.lock_timeout).await {
-                        Outcome::Stored => collapsed = true,
-                        _ => coalesce = false,
-                    }
-                    continue;
-                }
-                Some(Role::Leader(leader)) => Some(leader),
-                None => None,
+            let Some(leader) = self.lead_or_wait(&key, &mut coalesce, &mut collapsed).await else {
+                continue;
             };
             let client_conditionals = conditionals(&parts.headers);
             let fill = fill(leader);
@@ -301,6 +286,31 @@ impl RouteCache {
                 may_serve_if_error,
             };
             return self.forward(mode, CacheStatus::forwarded(fwd), CacheResult::Miss);
+        }
+    }
+
+    /// Joins the fetch of `key` before going to the origin. `Some(leader)`: fetch it (with
+    /// `None` when not coalescing any more); `None`: another request fetched it meanwhile,
+    /// look again (`collapsed` is set when it was stored, else `coalesce` is cleared so the
+    /// next miss goes to the origin without waiting again).
+    async fn lead_or_wait(
+        &self,
+        key: &str,
+        coalesce: &mut bool,
+        collapsed: &mut bool,
+    ) -> Option<Option<Leader>> {
+        if !*coalesce {
+            return Some(None);
+        }
+        match self.flights.join(key) {
+            Role::Leader(leader) => Some(Some(leader)),
+            Role::Follower(follower) => {
+                match follower.wait(self.config.lock_timeout).await {
+                    Outcome::Stored => *collapsed = true,
+                    _ => *coalesce = false,
+                }
+                None
+            }
         }
     }
 
