@@ -8,6 +8,10 @@
 //! - `on_response/pooled`: acquire, run `on-response`, release.
 //!
 //! Each iteration gets a fresh request/response head (built outside the timed section).
+//!
+//! On a busy machine criterion's wall-clock times are noisy; `PLUGIN_CALL_CPU=per_request:200000`
+//! (or `pooled:N`) instead runs N rounds of acquire + `on-request` + release and prints the
+//! thread's CPU time per round (`cargo bench -p maitred --bench plugin_call` with it set).
 //! Needs the plugin built: `cargo xtask plugins`, then `cargo bench -p maitred --bench plugin_call`.
 
 use criterion::{BatchSize, Criterion};
@@ -160,6 +164,49 @@ fn benches(c: &mut Criterion, wasm: &Path) {
     group.finish();
 }
 
+/// `PLUGIN_CALL_CPU=pooled:N` or `per_request:N`: runs N request rounds (after 1000 to warm
+/// up) and prints the thread's CPU time per round. Unlike criterion's wall-clock times it
+/// does not count time the thread waited for a core, so A/B comparisons stay readable on a
+/// machine shared with other work.
+fn cpu_loop(wasm: &Path, spec: &str) {
+    let parsed = spec.split_once(':').and_then(|(variant, n)| {
+        let isolation = match variant {
+            "pooled" => Isolation::Pooled,
+            "per_request" => Isolation::PerRequest,
+            _ => return None,
+        };
+        Some((isolation, n.parse::<u32>().ok()?))
+    });
+    let Some((isolation, rounds)) = parsed else {
+        eprintln!("error: PLUGIN_CALL_CPU is `pooled:N` or `per_request:N`, not {spec:?}");
+        std::process::exit(2);
+    };
+    fn thread_cpu() -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write to.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+    let plugin = load(wasm, isolation);
+    let mut view = request_view();
+    for _ in 0..1000 {
+        view = request_round(&plugin, black_box(view));
+    }
+    let (wall, cpu) = (std::time::Instant::now(), thread_cpu());
+    for _ in 0..rounds {
+        view = request_round(&plugin, black_box(view));
+    }
+    let (cpu, wall) = (thread_cpu() - cpu, wall.elapsed());
+    println!(
+        "{spec}: {:.3} µs CPU per round ({:.3} µs wall)",
+        cpu.as_secs_f64() * 1e6 / f64::from(rounds),
+        wall.as_secs_f64() * 1e6 / f64::from(rounds)
+    );
+}
+
 fn main() {
     let wasm = headers_wasm();
     if !wasm.is_file() {
@@ -168,6 +215,10 @@ fn main() {
             wasm.display()
         );
         std::process::exit(1);
+    }
+    if let Ok(spec) = std::env::var("PLUGIN_CALL_CPU") {
+        cpu_loop(&wasm, &spec);
+        return;
     }
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c, &wasm);

@@ -63,7 +63,9 @@ pub struct ResponseView {
 
 /// The data of one plugin instance's store.
 pub struct PluginState {
-    wasi: WasiCtx,
+    /// The WASI context; for a plugin without `files`, made on its first WASI call (see
+    /// [`PluginState::new`]).
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     /// The memory cap.
     pub(super) limits: StoreLimits,
@@ -81,20 +83,24 @@ impl PluginState {
     /// A store's data for plugin `plugin` with a linear-memory cap of `memory_limit` bytes,
     /// and the directories `files` readable at their own paths. Fails if one cannot be
     /// opened.
+    ///
+    /// Without `files`, the WASI context is not made here but on the plugin's first WASI call
+    /// (`wasi_ctx`): building one seeds two random number generators and reads the clocks,
+    /// a good part of the host's own cost of a fresh instance, and most plugins never call
+    /// WASI at all (they use the `maitred:plugin` imports), so a `per-request` instance would
+    /// pay it for nothing. Each store still gets a context of its own, never shared.
     pub(super) fn new(
         plugin: std::sync::Arc<str>,
         memory_limit: u64,
         files: &[std::path::PathBuf],
     ) -> wasmtime::Result<Self> {
-        // No environment, no network, no inherited stdio; files only as configured.
-        let mut wasi = WasiCtx::builder();
-        wasi.allow_tcp(false).allow_udp(false);
-        for dir in files {
-            let guest = dir.to_string_lossy();
-            wasi.preopened_dir(dir, guest.as_ref(), FsPerms::ReadOnly)?;
-        }
+        let wasi = if files.is_empty() {
+            None
+        } else {
+            Some(wasi_ctx(files)?)
+        };
         Ok(PluginState {
-            wasi: wasi.build(),
+            wasi,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_limit as usize)
@@ -158,13 +164,27 @@ impl PluginState {
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| {
+                wasi_ctx(&[]).expect("a WASI context without files always builds")
+            }),
             table: &mut self.table,
         }
     }
 }
 
 type Res<T> = wasmtime::Result<T>;
+
+/// A plugin's WASI context: no environment, no network, no inherited stdio; the directories
+/// `files` readable at their own paths. Fails if one cannot be opened.
+fn wasi_ctx(files: &[std::path::PathBuf]) -> wasmtime::Result<WasiCtx> {
+    let mut wasi = WasiCtx::builder();
+    wasi.allow_tcp(false).allow_udp(false);
+    for dir in files {
+        let guest = dir.to_string_lossy();
+        wasi.preopened_dir(dir, guest.as_ref(), FsPerms::ReadOnly)?;
+    }
+    Ok(wasi.build())
+}
 
 fn header_name(name: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))
