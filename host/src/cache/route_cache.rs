@@ -43,7 +43,7 @@ pub struct RouteCache {
 pub enum Lookup {
     /// Send this response; when `refresh` is set, also revalidate the stored copy in the
     /// background (`stale-while-revalidate`).
-    Answer(Response<ProxyBody>, Option<Refresh>),
+    Answer(Response<ProxyBody>, Option<Box<Refresh>>),
     /// Forward the request, then hand the outcome to the [`Pending`].
     Forward(Pending),
 }
@@ -345,7 +345,7 @@ impl RouteCache {
         parts: &http::request::Parts,
         stored: &Arc<Stored>,
         fill: Box<Fill>,
-    ) -> Option<Refresh> {
+    ) -> Option<Box<Refresh>> {
         let (mut request, ()) = http::Request::builder()
             .method(Method::GET)
             .uri(parts.uri.clone())
@@ -361,14 +361,14 @@ impl RouteCache {
             client_conditionals: HeaderMap::new(),
             may_serve_if_error: false,
         };
-        Some(Refresh {
+        Some(Box::new(Refresh {
             request,
             pending: Pending {
                 mode,
                 status: CacheStatus::forwarded(Forward::Stale),
                 metrics: self.metrics.clone(),
             },
-        })
+        }))
     }
 }
 

@@ -21,7 +21,7 @@ enum Kind {
     /// Streamed from the upstream as it arrives.
     Upstream(UpstreamBody),
     /// Streamed from the upstream and stored in the route's cache at the end.
-    Caching(crate::cache::CaptureBody),
+    Caching(Box<crate::cache::CaptureBody>),
     /// A complete body (error pages, plugin responses, cache hits); `None` once sent.
     Full(Option<Bytes>),
 }
@@ -47,7 +47,7 @@ impl ProxyBody {
     /// An upstream's body, streamed and stored in a cache as it goes.
     pub fn caching(body: crate::cache::CaptureBody) -> Self {
         ProxyBody {
-            kind: Kind::Caching(body),
+            kind: Kind::Caching(Box::new(body)),
             log: None,
         }
     }
@@ -95,7 +95,7 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
-            Kind::Caching(body) => Pin::new(body).poll_frame(cx),
+            Kind::Caching(body) => Pin::new(&mut **body).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         if let Some(entry) = &mut this.log {

@@ -342,14 +342,14 @@ fn respond(
 /// the conditional request to `upstream` and reads the answer to its end, which stores it.
 fn refresh_in_background(
     upstream: Arc<Upstream>,
-    refresh: Refresh,
+    refresh: Box<Refresh>,
     forwarding: Forwarding<'_>,
     client: SocketAddr,
 ) {
     let Refresh {
         mut request,
         pending,
-    } = refresh;
+    } = *refresh;
     headers::prepare_upstream_request(&mut request, forwarding);
     tokio::spawn(async move {
         match forward::forward(&upstream, request, RequestBody::empty(), client).await {
