@@ -69,13 +69,16 @@ async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8])
 
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
-/// Classic attacks: (method, path and query, extra headers, body).
-fn attacks() -> Vec<(
+/// A request to send: method, path and query, extra headers, body.
+type Case = (
     &'static str,
     &'static str,
     Vec<(&'static str, &'static str)>,
     &'static [u8],
-)> {
+);
+
+/// Classic attacks.
+fn attacks() -> Vec<Case> {
     let form = ("content-type", "application/x-www-form-urlencoded");
     let json = ("content-type", "application/json");
     vec![
@@ -120,12 +123,7 @@ fn attacks() -> Vec<(
 }
 
 /// Ordinary requests that must pass: pages, searches, cookies, forms, JSON, an upload.
-fn ordinary() -> Vec<(
-    &'static str,
-    &'static str,
-    Vec<(&'static str, &'static str)>,
-    &'static [u8],
-)> {
+fn ordinary() -> Vec<Case> {
     vec![
         ("GET", "/", vec![], b""),
         ("GET", "/products?category=shoes&size=42&sort=price_asc", vec![], b""),
@@ -152,7 +150,7 @@ fn ordinary() -> Vec<(
 }
 
 /// Sends every case to `base` and checks its status.
-async fn expect(base: &str, cases: &[(&str, &str, Vec<(&str, &str)>, &[u8])], status: u16) {
+async fn expect(base: &str, cases: &[Case], status: u16) {
     for (method, target, headers, body) in cases {
         let mut all = vec![("user-agent", BROWSER), ("accept", "text/html,*/*;q=0.8")];
         all.retain(|(n, _)| !headers.iter().any(|(h, _)| h == n));
