@@ -44,6 +44,9 @@ pub enum Transform {
     ReplaceComments,
     /// `removeComments`: drops C, SQL (`--`), shell (`#`) and HTML (`<!-- -->`) comments.
     RemoveComments,
+    /// `removeCommentsChar`: drops the comment markers `/*`, `*/`, `<!--`, `-->`, `--` and
+    /// `#` themselves, keeping the text between them.
+    RemoveCommentsChar,
     /// `normalizePath`: collapses `//`, `/./` and `dir/../`.
     NormalizePath,
     /// `normalizePathWin`: `normalizePath` after turning `\` into `/`.
@@ -93,6 +96,7 @@ impl Transform {
             "replacenulls" => Transform::ReplaceNulls,
             "replacecomments" => Transform::ReplaceComments,
             "removecomments" => Transform::RemoveComments,
+            "removecommentschar" => Transform::RemoveCommentsChar,
             "normalizepath" | "normalisepath" => Transform::NormalizePath,
             "normalizepathwin" | "normalisepathwin" => Transform::NormalizePathWin,
             "base64decode" => Transform::Base64Decode,
@@ -130,6 +134,7 @@ impl Transform {
             Transform::ReplaceNulls => text::replace_nulls(input),
             Transform::ReplaceComments => text::replace_comments(input),
             Transform::RemoveComments => text::remove_comments(input),
+            Transform::RemoveCommentsChar => text::remove_comments_char(input),
             Transform::NormalizePath => path::normalize(input, false),
             Transform::NormalizePathWin => path::normalize(input, true),
             Transform::Base64Decode => decode::base64(input, false),
@@ -218,6 +223,7 @@ mod tests {
             "replaceNulls",
             "replaceComments",
             "removeComments",
+            "removeCommentsChar",
             "normalizePath",
             "normalizePathWin",
             "utf8toUnicode",
@@ -368,6 +374,22 @@ mod tests {
     }
 
     #[test]
+    fn comment_markers() {
+        // The markers go, the text between them stays.
+        let r = |v: &[u8]| t("removeCommentsChar", v);
+        assert_eq!(r(b"UNION/*x*/SELECT"), b"UNIONxSELECT");
+        assert_eq!(r(b"a*/b/*c"), b"abc");
+        assert_eq!(r(b"1 OR 1=1-- x"), b"1 OR 1=1 x");
+        assert_eq!(r(b"#a#b"), b"ab");
+        assert_eq!(r(b"a<!--b-->c"), b"abc");
+        assert_eq!(r(b"a-b*c/d<e!"), b"a-b*c/d<e!");
+        assert_eq!(
+            Transform::parse("removeCommentsChar"),
+            Some(Transform::RemoveCommentsChar)
+        );
+    }
+
+    #[test]
     fn normalize_path() {
         let n = |p: &[u8]| t("normalizePath", p);
         assert_eq!(n(b"/a/b/../c"), b"/a/c");
@@ -464,6 +486,7 @@ mod tests {
             "replaceNulls",
             "replaceComments",
             "removeComments",
+            "removeCommentsChar",
             "normalizePath",
             "normalizePathWin",
             "base64Decode",

@@ -159,6 +159,38 @@ pub(super) fn replace_comments(input: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+/// `removeCommentsChar`: the comment markers `/*`, `*/`, `<!--`, `-->`, `--` and `#` are
+/// dropped; the text around and between them stays (ModSecurity's semantics).
+pub(super) fn remove_comments_char(input: &[u8]) -> Cow<'_, [u8]> {
+    let needed = input.contains(&b'#')
+        || input
+            .windows(2)
+            .any(|w| w == b"/*" || w == b"*/" || w == b"--" || w == b"<!");
+    if !needed {
+        return Cow::Borrowed(input);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let rest = &input[i..];
+        if rest.starts_with(b"/*") || rest.starts_with(b"*/") {
+            i += 2;
+        } else if rest.starts_with(b"<!--") {
+            i += 4;
+        } else if rest.starts_with(b"-->") {
+            i += 3;
+        } else if rest.starts_with(b"--") {
+            i += 2;
+        } else if rest[0] == b'#' {
+            i += 1;
+        } else {
+            out.push(rest[0]);
+            i += 1;
+        }
+    }
+    if_changed(input, out)
+}
+
 /// `removeComments`: drops C (`/* */`) and HTML (`<!-- -->`) comments, and everything from an
 /// SQL `--` or a shell `#` to the end; an unterminated block comment leaves one space.
 pub(super) fn remove_comments(input: &[u8]) -> Cow<'_, [u8]> {
