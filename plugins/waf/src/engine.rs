@@ -4,8 +4,10 @@
 //!
 //! Semantics, where ModSecurity versions differ or this engine simplifies:
 //! - Every target of a rule is inspected; the rule's `setvar`s and `ctl`s run once when it
-//!   matches (not once per matching value). In a chain they run only when every link
-//!   matched; `capture` fills TX.0-TX.9 as soon as its link matches, for the next links.
+//!   matches (not once per matching value). In a chain each link's `setvar`s and `ctl`s run
+//!   as soon as that link matches (as ModSecurity does: the next links see them, and they
+//!   stay even if a later link fails); `capture` likewise fills TX.0-TX.9 for the next links.
+//!   The disruptive action, `msg` and the hit need every link to match.
 //! - `MATCHED_VARS` holds the values the last matching link matched.
 //! - `deny` ends the request at once (in detect mode it is noted and evaluation goes on);
 //!   `allow` ends evaluation and lets the request through; `block` is resolved at load.
@@ -233,8 +235,9 @@ impl Engine {
                 return false;
             }
             st.record(matches, link.capture);
-        }
-        for link in &rule.links {
+            // As in ModSecurity, a link's own setvars and ctls run as soon as it matches,
+            // so the next links see them (CRS: `setvar:'tx.extension=...',chain` then
+            // `SecRule TX:EXTENSION ...`).
             for effect in &link.effects {
                 st.apply(effect);
             }

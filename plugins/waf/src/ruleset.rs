@@ -24,7 +24,7 @@ pub struct Link {
     pub multi_match: bool,
     /// `capture`.
     pub capture: bool,
-    /// `setvar`s and `ctl`s, run when the whole chain matches.
+    /// `setvar`s and `ctl`s, run as soon as this link matches.
     pub effects: Vec<Effect>,
 }
 

@@ -234,11 +234,35 @@ SecRule ARGS:id "@rx ^(\d+)-(\w+)$" "id:3,phase:2,pass,capture,chain"
     SecRule TX:2 "@streq admin" "chain"
         SecRule TX:1 "@eq 42"
 "#;
-    // The chain fails on its second link: none of its setvars run.
     assert_eq!(run(rules, get("/?a=x")), vec![2]);
     assert_eq!(run(rules, req("POST", "/?a=x", &[], None)), vec![1]);
+    // The chain fails on its second link, but its matched starter's setvar has run.
+    assert_eq!(
+        run(rules, req("POST", "/?a=y", &[], None)),
+        Vec::<u32>::new()
+    );
     assert_eq!(run(rules, get("/?id=42-admin")), vec![2, 3]);
     assert_eq!(run(rules, get("/?id=41-admin")), vec![2]);
+}
+
+#[test]
+fn a_links_setvar_is_seen_by_the_next_link() {
+    // A starter stores what it captured; the chained link inspects that variable (the way
+    // CRS checks file extensions, header names and content types against its policy lists).
+    let rules = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:'tx.bad=.bak/ .old/'"
+SecRule REQUEST_BASENAME "@rx \.([^.]+)$" "id:2,phase:1,deny,capture,setvar:'tx.ext=.%{tx.1}/',chain"
+    SecRule TX:EXT "@within %{tx.bad}" "t:lowercase"
+SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:3,phase:1,pass,capture,t:lowercase,setvar:'tx.hdr_%{tx.0}=/%{tx.0}/',chain"
+    SecRule TX:/^hdr_/ "@within /x-evil/"
+"#;
+    assert_eq!(run(rules, get("/files/x.BAK")), vec![2]);
+    assert_eq!(run(rules, get("/files/x.txt")), Vec::<u32>::new());
+    assert_eq!(
+        run(rules, req("GET", "/", &[("x-evil", "1")], None)),
+        vec![3]
+    );
+    assert_eq!(run(rules, get("/")), Vec::<u32>::new());
 }
 
 #[test]
