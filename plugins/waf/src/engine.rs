@@ -7,6 +7,8 @@
 //!   matches (not once per matching value). In a chain each link's `setvar`s and `ctl`s run
 //!   as soon as that link matches (as ModSecurity does: the next links see them, and they
 //!   stay even if a later link fails); `capture` likewise fills TX.0-TX.9 for the next links.
+//!   A link that matched several values runs each `setvar` once per distinct expansion (one
+//!   `tx.header_name_%{tx.0}` per header name, but a score increment once).
 //!   The disruptive action, `msg` and the hit need every link to match.
 //! - `MATCHED_VARS` holds the values the last matching link matched.
 //! - `deny` ends the request at once (in detect mode it is noted and evaluation goes on);
@@ -234,12 +236,17 @@ impl Engine {
             if matches.is_empty() {
                 return false;
             }
-            st.record(matches, link.capture);
             // As in ModSecurity, a link's own setvars and ctls run as soon as it matches,
             // so the next links see them (CRS: `setvar:'tx.extension=...',chain` then
             // `SecRule TX:EXTENSION ...`).
-            for effect in &link.effects {
-                st.apply(effect);
+            if matches.len() > 1 && link.effects.iter().any(|e| matches!(e, Effect::SetVar(_))) {
+                st.apply_per_match(&link.effects, &matches, link.capture);
+                st.record(matches, link.capture);
+            } else {
+                st.record(matches, link.capture);
+                for effect in &link.effects {
+                    st.apply(effect);
+                }
             }
         }
         if rule.log {
@@ -519,31 +526,71 @@ impl<'e> State<'e> {
         self.matched_var = self.matched_vars.last().cloned();
     }
 
+    /// A link's effects when it matched several values: each `setvar` runs once per distinct
+    /// expansion, with `MATCHED_VAR` (and, with `capture`, TX.0-TX.9) of each value in turn
+    /// (CRS 920450 stores one `tx.header_name_*` per header name), so a `setvar` that does
+    /// not depend on the value (an anomaly score increment) still runs once; `ctl`s run once.
+    fn apply_per_match(&mut self, effects: &[Effect], matches: &[Match], capture: bool) {
+        let mut done: Vec<(usize, String, String)> = Vec::new();
+        for (i, m) in matches.iter().enumerate() {
+            if capture {
+                for (n, c) in m.captures.iter().enumerate().take(10) {
+                    self.tx.insert(n.to_string(), c.clone());
+                }
+                for n in m.captures.len()..10 {
+                    self.tx.remove(&n.to_string());
+                }
+            }
+            self.matched_var = Some((m.name.clone(), m.value.clone()));
+            for (k, effect) in effects.iter().enumerate() {
+                match effect {
+                    Effect::SetVar(sv) => {
+                        let name = sv.name.expand(&*self).to_ascii_lowercase();
+                        let value = sv.value.expand(&*self).into_owned();
+                        if !done
+                            .iter()
+                            .any(|(j, n, v)| *j == k && *n == name && *v == value)
+                        {
+                            done.push((k, name.clone(), value.clone()));
+                            self.set_var(sv.op, name, value);
+                        }
+                    }
+                    Effect::Ctl(_) if i == 0 => self.apply(effect),
+                    Effect::Ctl(_) => {}
+                }
+            }
+        }
+    }
+
+    fn set_var(&mut self, op: SetOp, name: String, value: String) {
+        if self.pinned.iter().any(|(p, _)| *p == name) {
+            return;
+        }
+        match op {
+            SetOp::Set => {
+                self.tx.insert(name, value.into_bytes());
+            }
+            SetOp::Delete => {
+                self.tx.remove(&name);
+            }
+            SetOp::Add | SetOp::Sub => {
+                let old = self.tx.get(&name).map_or(0, |v| to_int(v));
+                let delta = to_int(value.as_bytes());
+                let new = match op {
+                    SetOp::Add => old.saturating_add(delta),
+                    _ => old.saturating_sub(delta),
+                };
+                self.tx.insert(name, new.to_string().into_bytes());
+            }
+        }
+    }
+
     fn apply(&mut self, effect: &Effect) {
         match effect {
             Effect::SetVar(sv) => {
                 let name = sv.name.expand(&*self).to_ascii_lowercase();
-                if self.pinned.iter().any(|(p, _)| *p == name) {
-                    return;
-                }
                 let value = sv.value.expand(&*self).into_owned();
-                match sv.op {
-                    SetOp::Set => {
-                        self.tx.insert(name, value.into_bytes());
-                    }
-                    SetOp::Delete => {
-                        self.tx.remove(&name);
-                    }
-                    SetOp::Add | SetOp::Sub => {
-                        let old = self.tx.get(&name).map_or(0, |v| to_int(v));
-                        let delta = to_int(value.as_bytes());
-                        let new = match sv.op {
-                            SetOp::Add => old.saturating_add(delta),
-                            _ => old.saturating_sub(delta),
-                        };
-                        self.tx.insert(name, new.to_string().into_bytes());
-                    }
-                }
+                self.set_var(sv.op, name, value);
             }
             Effect::Ctl(ctl) => match ctl {
                 Ctl::RemoveRules(r) => self.removed_rules.push(r.clone()),

@@ -263,6 +263,24 @@ SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:3,phase:1,pass,capture,t:lowercase,
         vec![3]
     );
     assert_eq!(run(rules, get("/")), Vec::<u32>::new());
+    // Several header names match: each gets its own variable, not just the first or last.
+    let many = [("host", "a"), ("x-evil", "1"), ("accept", "*/*")];
+    assert_eq!(run(rules, req("GET", "/", &many, None)), vec![3]);
+}
+
+#[test]
+fn a_setvar_runs_once_per_distinct_expansion() {
+    let rules = r#"
+SecRule ARGS "@rx ^(\w)" "id:1,phase:1,pass,capture,setvar:tx.n=+1,setvar:'tx.seen_%{tx.1}=%{matched_var}'"
+SecRule TX:n "@eq 1" "id:2,phase:1,pass"
+SecRule TX:seen_a "@streq apple" "id:3,phase:1,pass"
+SecRule TX:seen_b "@streq banana" "id:4,phase:1,pass"
+"#;
+    // Three values match: the score-like increment runs once, the per-value names each once.
+    assert_eq!(
+        run(rules, get("/?x=apple&y=banana&z=apple")),
+        vec![1, 2, 3, 4]
+    );
 }
 
 #[test]
