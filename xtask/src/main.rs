@@ -46,12 +46,15 @@ enum Task {
 }
 
 /// Every plugin crate built for wasm32-wasip2.
-const PLUGINS: [&str; 6] = [
+const PLUGINS: [&str; 9] = [
     "headers",
     "canary",
     "respond",
     "sni-policy",
     "balancer-affinity",
+    "cache-key",
+    "waf",
+    "ratelimit",
     "hello-plugin",
 ];
 
