@@ -67,7 +67,8 @@ fn main() -> Result<()> {
         Task::Test => {
             ensure_wasm_target()?;
             // The default members: host, sdk, tests (whose build script builds the plugins), xtask,
-            // and sni-policy (native unit tests of its rules).
+            // and the plugins with native unit tests (sni-policy, balancer-affinity, cache-key,
+            // waf, ratelimit).
             cargo(&["test"])
         }
         Task::Plugins => build_plugins(),
