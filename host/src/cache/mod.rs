@@ -38,6 +38,11 @@ pub struct PluginCacheControl {
 pub fn default_key(parts: &http::request::Parts) -> String {
     let authority = crate::proxy::request_authority(parts).unwrap_or_default();
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    key(authority, path_and_query)
+}
+
+/// The default key of `path_and_query` on `authority` (lowercased here).
+fn key(authority: &str, path_and_query: &str) -> String {
     let mut key = String::with_capacity(authority.len() + path_and_query.len());
     key.extend(authority.chars().map(|c| c.to_ascii_lowercase()));
     key.push_str(path_and_query);

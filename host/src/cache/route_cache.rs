@@ -215,13 +215,7 @@ impl RouteCache {
                 }
             };
 
-            let now = SystemTime::now();
-            let age = policy::current_age(
-                &stored.headers,
-                stored.request_time,
-                stored.response_time,
-                now,
-            );
+            let age = stored.age(SystemTime::now());
             let ttl_left = stored.lifetime.as_secs() as i64 - age.as_secs() as i64;
             let hit = |detail: Option<&str>| CacheStatus {
                 hit: true,
@@ -567,12 +561,7 @@ impl Fill {
         if let Some(leader) = self.leader {
             leader.finish(Outcome::Stored);
         }
-        let age = policy::current_age(
-            &refreshed.headers,
-            refreshed.request_time,
-            refreshed.response_time,
-            SystemTime::now(),
-        );
+        let age = refreshed.age(SystemTime::now());
         answer(&refreshed, client_conditionals, self.head_only, age, status)
     }
 }
@@ -612,13 +601,13 @@ fn answer(
 
 /// The stale copy served when the origin failed (`stale-if-error`).
 fn stale_answer(stored: &Stored, request: &HeaderMap, status: &CacheStatus) -> Response<ProxyBody> {
-    let age = policy::current_age(
-        &stored.headers,
-        stored.request_time,
-        stored.response_time,
-        SystemTime::now(),
-    );
-    answer(stored, request, false, age, status)
+    answer(
+        stored,
+        request,
+        false,
+        stored.age(SystemTime::now()),
+        status,
+    )
 }
 
 /// The statuses that count as an origin error for `stale-if-error` (RFC 5861 §4).
@@ -662,7 +651,7 @@ fn invalidate(store: &Store, key: &str, authority: &str, response: &HeaderMap) {
             .is_none_or(|a| a.as_str().eq_ignore_ascii_case(authority));
         if same_host {
             let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-            store.remove(&format!("{authority}{path}"));
+            store.remove(&super::key(authority, path));
         }
     }
 }

@@ -38,6 +38,11 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// How old it is at `now` (RFC 9111 §4.2.3).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        super::policy::current_age(&self.headers, self.request_time, self.response_time, now)
+    }
+
     /// Whether a request with `headers` selects this variant: every header named by `Vary`
     /// has the same value (all lines joined) as in the request that fetched it.
     pub fn matches(&self, headers: &HeaderMap) -> bool {

@@ -218,20 +218,20 @@ impl state::Host for PluginState {
         window_ms: u32,
     ) -> wasmtime::Result<WindowCount> {
         let window = Duration::from_millis(u64::from(window_ms));
-        Ok(for_plugin(&self.plugin).increment(bounded(key), delta, window, Instant::now()))
+        Ok(self
+            .shared_state()
+            .increment(bounded(key), delta, window, Instant::now()))
     }
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(for_plugin(&self.plugin)
-            .get(&bounded(key))
-            .map(|v| v.to_vec()))
+        Ok(self.shared_state().get(&bounded(key)).map(|v| v.to_vec()))
     }
     fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u32) -> wasmtime::Result<()> {
         let ttl = (ttl_ms > 0).then(|| Duration::from_millis(u64::from(ttl_ms)));
-        for_plugin(&self.plugin).set(bounded(key), &value, ttl);
+        self.shared_state().set(bounded(key), &value, ttl);
         Ok(())
     }
     fn remove(&mut self, key: String) -> wasmtime::Result<()> {
-        for_plugin(&self.plugin).remove(&bounded(key));
+        self.shared_state().remove(&bounded(key));
         Ok(())
     }
 }

@@ -77,6 +77,8 @@ pub struct PluginState {
     pub response: Option<ResponseView>,
     /// The request being balanced, during a balancer's `pick`.
     balance_request: Option<LentRequest>,
+    /// The plugin's shared state, fetched from the registry on the first `state` call.
+    shared: Option<std::sync::Arc<super::shared_state::SharedState>>,
 }
 
 impl PluginState {
@@ -110,7 +112,15 @@ impl PluginState {
             request: None,
             response: None,
             balance_request: None,
+            shared: None,
         })
+    }
+
+    /// The plugin's shared state (one registry lookup per store, not per call).
+    pub(super) fn shared_state(&mut self) -> &super::shared_state::SharedState {
+        let plugin = &self.plugin;
+        self.shared
+            .get_or_insert_with(|| super::shared_state::for_plugin(plugin))
     }
 
     /// Runs `call` with `parts` and `client` readable through the `request-info` resource,
