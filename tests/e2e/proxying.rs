@@ -193,6 +193,75 @@ async fn slow_header_sender_is_cut_off() {
     assert_eq!(backend.requests(), 0);
 }
 
+/// Reads one `Content-Length` response from `stream` (up to the end of its body).
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed mid-response: {text}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn header_read_timeout_restarts_with_each_kept_alive_request() {
+    // The header-read timer is kept across a connection's requests and moved lazily: a
+    // timer set for an earlier request must neither cut off a later one early nor be lost.
+    let backend = Backend::start("b").await;
+    let proxy = Proxy::start(&one_route(&backend.addr.to_string(), ""));
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr("web"))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Requests at t = 0, 0.6 s and 1.2 s: each comes within 1 s of the previous one, but the
+    // last is more than 1 s after the first read began.
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let response = read_response(&mut stream).await;
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "request {i}: {response}"
+        );
+    }
+    // Then a request that never finishes its header section: cut off 1 s after the last
+    // response, not earlier, not never.
+    let answered = Instant::now();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    let waited = answered.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "cut off after {waited:?}"
+    );
+    assert_eq!(backend.requests(), 3);
+}
+
 #[tokio::test]
 async fn upstream_closing_kept_alive_connections_costs_no_request() {
     // A backend that answers as if keeping the connection alive, then closes it at once:

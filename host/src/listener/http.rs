@@ -9,6 +9,7 @@
 //! supplies the client address. Connections are served with upgrades enabled, so WebSocket
 //! handshakes can be proxied.
 
+use super::closing::{Closing, ClosingWatch};
 use super::preface::{Prefixed, read_proxy_header};
 use crate::config::ListenerConfig;
 use crate::proxy::{self, ConnectionContext};
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 /// The settings of an HTTP or HTTPS listener, built with each snapshot (so a reload changes
@@ -68,8 +68,7 @@ pub async fn serve_http(name: Arc<str>, shared: Arc<Shared>, socket: TcpListener
     let open = crate::metrics::open_connections(&name);
     // When this loop ends (the listener was removed or replaced by a reload, or the server
     // stops), its connections finish their current request and close.
-    let (closing, closed) = watch::channel(false);
-    let _close_on_drop = CloseOnDrop(closing);
+    let (_closing, closed) = Closing::new();
     loop {
         let (stream, client) = match socket.accept().await {
             Ok(accepted) => accepted,
@@ -115,17 +114,9 @@ struct Connection {
     shared: Arc<Shared>,
     settings: Arc<HttpSettings>,
     drain: Drain,
-    /// Becomes true when the listener's accept loop ends.
-    listener_closed: watch::Receiver<bool>,
-}
-
-/// Tells a listener's connections that it has closed, when dropped.
-struct CloseOnDrop(watch::Sender<bool>);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.send(true);
-    }
+    /// Raised when the listener's accept loop ends (a reload removed the listener, or the
+    /// server shuts down: it closes every listener before draining).
+    listener_closed: ClosingWatch,
 }
 
 /// Serves one accepted connection: PROXY header, TLS handshake, then HTTP.
@@ -157,7 +148,7 @@ async fn serve_connection(
 }
 
 /// Serves HTTP on `io` (whatever it is layered on) until the client is done.
-/// When the server drains, the connection finishes the request in progress and closes.
+/// When the listener closes, the connection finishes the request in progress and closes.
 async fn serve_http_on<I>(
     connection: Connection,
     io: I,
@@ -171,8 +162,8 @@ where
         name,
         shared,
         settings,
-        mut drain,
-        mut listener_closed,
+        drain: _,
+        listener_closed,
     } = connection;
     let context = Arc::new(ConnectionContext::new(shared, name, client, proto));
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -186,11 +177,7 @@ where
     tokio::select! {
         biased;
         result = served.as_mut() => result,
-        () = drain.started() => {
-            served.as_mut().graceful_shutdown();
-            served.await
-        }
-        () = async { let _ = listener_closed.wait_for(|closed| *closed).await; } => {
+        () = listener_closed.closed() => {
             served.as_mut().graceful_shutdown();
             served.await
         }

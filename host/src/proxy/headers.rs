@@ -4,20 +4,33 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
-/// Whether `name` is a hop-by-hop header: one that describes one connection and is never
-/// forwarded (RFC 9110 section 7.6.1).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authenticate"
-    )
+/// The hop-by-hop headers: those that describe one connection and are never forwarded
+/// (RFC 9110 section 7.6.1), besides the ones a `Connection` header lists. `Connection`
+/// comes first ([`strip_hop_by_hop`] relies on it).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// The index of `name` in [`HOP_BY_HOP`], if it is there.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "te" => Some(3),
+        "trailer" => Some(4),
+        "transfer-encoding" => Some(5),
+        "upgrade" => Some(6),
+        "proxy-authenticate" => Some(7),
+        _ => None,
+    }
 }
 
 /// Why a request is refused before routing.
@@ -104,27 +117,50 @@ pub fn host_without_port(authority: &str) -> &str {
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 ///
-/// Most messages carry none or only `Connection: keep-alive`, so this first looks for them in
-/// one pass over the names and removes only what is there.
+/// Most messages carry none or only `Connection: keep-alive`, so this makes one pass over the
+/// names to see which are there, and removes only those.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut present = 0u8; // bit i: HOP_BY_HOP[i] is present
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop_index(name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|token| {
-            !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
-        })
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+    if present & 1 != 0 {
+        remove_connection_options(headers);
+    }
+    for (i, name) in HOP_BY_HOP.into_iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Removes the headers the `Connection` header lists (its connection options other than
+/// `close` and `keep-alive`).
+fn remove_connection_options(headers: &mut HeaderMap) {
+    fn options(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|option| {
+                !option.is_empty()
+                    && !option.eq_ignore_ascii_case(b"close")
+                    && !option.eq_ignore_ascii_case(b"keep-alive")
+            })
+    }
+    if options(headers).next().is_none() {
+        return;
+    }
+    let listed: Vec<HeaderName> = options(headers)
+        .filter_map(|option| HeaderName::from_bytes(option).ok())
         .collect();
     for name in listed {
-        headers.remove(name);
-    }
-    while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n)).cloned() {
         headers.remove(name);
     }
 }
@@ -257,6 +293,14 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_index_matches_the_list() {
+        for (i, name) in HOP_BY_HOP.into_iter().enumerate() {
+            assert_eq!(hop_by_hop_index(&HeaderName::from_static(name)), Some(i));
+        }
+        assert_eq!(hop_by_hop_index(&header::HOST), None);
+    }
+
+    #[test]
     fn strips_connection_named_headers() {
         let mut p = parts(&[
             ("connection", "close, x-secret"),
@@ -271,6 +315,24 @@ mod tests {
                 && p.headers.get("keep-alive").is_none()
         );
         assert!(p.headers.get("x-kept").is_some());
+
+        // Every hop-by-hop header, options over several `Connection` lines in any case.
+        let mut p = parts(&[
+            ("connection", "keep-alive"),
+            ("connection", " X-One ,,x-two"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("proxy-connection", "close"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authenticate", "Basic"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut p.headers);
+        let left: Vec<&str> = p.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
     }
 
     #[test]

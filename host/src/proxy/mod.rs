@@ -171,7 +171,9 @@ async fn proxy_on_route(
     // 3. request filters (with the whole body first, for plugins that read it)
     let (inbound, buffered) = match route.body_limit {
         None => (Inbound::Streaming(body), None),
-        Some((max, oversize)) => match read_body(body, max, oversize).await {
+        // Boxed, like every rare await on this path: the request's future stays small, and
+        // hyper moves it several times per request.
+        Some((max, oversize)) => match Box::pin(read_body(body, max, oversize)).await {
             Ok(read) => read,
             Err(status) => return responses::error(status),
         },
@@ -211,7 +213,7 @@ async fn proxy_on_route(
     // 4. cache lookup: answer from the route's cache, or forward (maybe conditionally)
     let mut pending = None;
     if let Some(cache) = route.cache.as_ref().filter(|_| client_upgrade.is_none()) {
-        match cache.lookup(&mut parts, cache_control).await {
+        match Box::pin(cache.lookup(&mut parts, cache_control)).await {
             Lookup::Answer(response, refresh) => {
                 if let Some(refresh) = refresh {
                     refresh_in_background(upstream.clone(), refresh, forwarding, conn.client);

@@ -1,30 +1,28 @@
 //! Graceful shutdown: counting open client connections and telling them to finish.
 //!
 //! Every accepted connection holds a [`ConnectionGuard`]. When the server shuts down it
-//! first stops accepting, then [`DrainController::drain`] signals every connection (HTTP
-//! connections stop reading new requests once the current one is answered; L4 streams run
-//! on) and waits until the count reaches zero or the grace period ends.
+//! first closes its listeners (which tells their HTTP connections to stop reading new
+//! requests once the current one is answered; L4 streams run on), then
+//! [`DrainController::drain`] waits until the count reaches zero or the grace period ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 struct Open {
     count: AtomicUsize,
     zero: Notify,
 }
 
-/// The connections' side: tracks one connection, and says when to wind down.
+/// The connections' side: counts open connections.
 #[derive(Clone)]
 pub struct Drain {
-    draining: watch::Receiver<bool>,
     open: Arc<Open>,
 }
 
-/// The server's side: starts the drain and waits for it.
+/// The server's side: waits for the connections to close.
 pub struct DrainController {
-    draining: watch::Sender<bool>,
     open: Arc<Open>,
 }
 
@@ -34,18 +32,11 @@ pub struct ConnectionGuard(Arc<Open>);
 impl DrainController {
     /// A controller and the [`Drain`] handle connections get.
     pub fn new() -> (DrainController, Drain) {
-        let (tx, rx) = watch::channel(false);
         let open = Arc::new(Open {
             count: AtomicUsize::new(0),
             zero: Notify::new(),
         });
-        (
-            DrainController {
-                draining: tx,
-                open: open.clone(),
-            },
-            Drain { draining: rx, open },
-        )
+        (DrainController { open: open.clone() }, Drain { open })
     }
 
     /// Connections open now.
@@ -53,10 +44,9 @@ impl DrainController {
         self.open.count.load(Ordering::Acquire)
     }
 
-    /// Tells every connection to finish and waits up to `grace` for them to close.
-    /// Returns the number still open when it gave up (0: all closed).
+    /// Waits up to `grace` for every connection to close (the caller has told them to
+    /// finish). Returns the number still open when it gave up (0: all closed).
     pub async fn drain(&self, grace: Duration) -> usize {
-        let _ = self.draining.send(true);
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let zero = self.open.zero.notified();
@@ -79,11 +69,6 @@ impl Drain {
         self.open.count.fetch_add(1, Ordering::AcqRel);
         ConnectionGuard(self.open.clone())
     }
-
-    /// Resolves once the server has started draining.
-    pub async fn started(&mut self) {
-        let _ = self.draining.wait_for(|draining| *draining).await;
-    }
 }
 
 impl Drop for ConnectionGuard {
@@ -102,9 +87,8 @@ mod tests {
     async fn waits_for_connections_then_gives_up_after_grace() {
         let (controller, drain) = DrainController::new();
         let guard = drain.track();
-        let mut watcher = drain.clone();
         let closer = tokio::spawn(async move {
-            watcher.started().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
             drop(guard);
         });
         assert_eq!(controller.drain(Duration::from_secs(5)).await, 0);

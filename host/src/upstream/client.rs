@@ -49,7 +49,7 @@ pub async fn send(
     if upstream.protocol != UpstreamProtocol::Http1
         && let Some(sender) = pool::shared(peer)
     {
-        return send_http2(sender, upstream, endpoint, req).await;
+        return Box::pin(send_http2(sender, upstream, endpoint, req)).await;
     }
     let mut req = req;
     loop {
@@ -61,7 +61,7 @@ pub async fn send(
                 Connection::Http1(conn) => conn,
                 Connection::Http2(sender) => {
                     pool::share(peer, sender.clone());
-                    return send_http2(sender, upstream, endpoint, req).await;
+                    return Box::pin(send_http2(sender, upstream, endpoint, req)).await;
                 }
             },
         };
@@ -74,9 +74,10 @@ pub async fn send(
                 std::io::ErrorKind::ConnectionReset.into(),
             ));
         }
-        let sent =
-            tokio::time::timeout(settings.response_timeout, conn.sender.try_send_request(req))
-                .await;
+        let sent = conn
+            .response_deadline
+            .within(settings.response_timeout, conn.sender.try_send_request(req))
+            .await;
         match sent {
             Err(_) => return Err(ForwardError::ResponseTimeout(endpoint)),
             Ok(Ok(resp)) => {

@@ -5,10 +5,12 @@
 //! - [`health`]: active health checks, run in the background.
 //! - [`pool`]: per-worker keep-alive connections to endpoints.
 //! - [`client`]: connects, sends a request, and applies the upstream's timeouts.
+//! - [`deadline`]: the response timeout's timer, reused across a connection's requests.
 //! - [`request_body`]: the body sent upstream, checked before anything is forwarded.
 
 pub mod balancer;
 pub mod client;
+pub mod deadline;
 pub mod endpoint;
 pub mod health;
 pub mod pool;
@@ -154,7 +156,7 @@ impl Upstream {
     ) -> Result<Chosen, Unavailable> {
         match self.try_choose(target, tried) {
             Err(Unavailable::AtCapacity) if !self.queue_timeout.is_zero() => {
-                self.wait_for_capacity(target, tried).await
+                Box::pin(self.wait_for_capacity(target, tried)).await
             }
             chosen => chosen,
         }

@@ -10,6 +10,7 @@
 
 use super::RequestBody;
 use super::UpstreamSettings;
+use super::deadline::ReusedDeadline;
 use hyper::client::conn::http1::SendRequest;
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
@@ -35,6 +36,8 @@ pub struct PooledConnection {
     /// Whether it served a request before (a failure on a reused connection may be a race
     /// with the server closing it, and is worth one retry).
     pub reused: bool,
+    /// The response timeout's timer, reused by every request on the connection.
+    pub response_deadline: ReusedDeadline,
     idle_since: Instant,
 }
 
@@ -45,6 +48,7 @@ impl PooledConnection {
             sender,
             peer,
             reused: false,
+            response_deadline: ReusedDeadline::default(),
             idle_since: Instant::now(),
         }
     }

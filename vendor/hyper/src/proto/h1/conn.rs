@@ -66,6 +66,8 @@ where
                 #[cfg(feature = "server")]
                 h1_header_read_timeout_running: false,
                 #[cfg(feature = "server")]
+                h1_header_read_timer: None,
+                #[cfg(feature = "server")]
                 date_header: true,
                 #[cfg(feature = "server")]
                 timer: Time::Empty,
@@ -221,19 +223,31 @@ where
         trace!("Conn::read_head");
 
         #[cfg(feature = "server")]
+        // maitred: the timer is kept from one request to the next and moved lazily: it is
+        // reset only when it is set later than this deadline, or when it fires before it
+        // (below). A keep-alive connection then costs one timer operation per timeout
+        // period instead of an allocation and two timer operations per request.
         if !self.state.h1_header_read_timeout_running {
             if let Some(h1_header_read_timeout) = self.state.h1_header_read_timeout {
                 let deadline = self.state.timer.now() + h1_header_read_timeout;
                 self.state.h1_header_read_timeout_running = true;
-                match &mut self.state.h1_header_read_timeout_fut {
-                    Some(h1_header_read_timeout_fut) => {
+                match (
+                    &mut self.state.h1_header_read_timeout_fut,
+                    &mut self.state.h1_header_read_timer,
+                ) {
+                    (Some(_), Some((fires_at, read_deadline))) if *fires_at <= deadline => {
+                        *read_deadline = deadline;
+                    }
+                    (Some(h1_header_read_timeout_fut), _) => {
                         trace!("resetting h1 header read timeout timer");
                         self.state.timer.reset(h1_header_read_timeout_fut, deadline);
+                        self.state.h1_header_read_timer = Some((deadline, deadline));
                     }
-                    None => {
+                    (None, _) => {
                         trace!("setting h1 header read timeout timer");
                         self.state.h1_header_read_timeout_fut =
                             Some(self.state.timer.sleep_until(deadline));
+                        self.state.h1_header_read_timer = Some((deadline, deadline));
                     }
                 }
             }
@@ -260,14 +274,23 @@ where
             Poll::Pending => {
                 #[cfg(feature = "server")]
                 if self.state.h1_header_read_timeout_running {
-                    if let Some(h1_header_read_timeout_fut) =
-                        &mut self.state.h1_header_read_timeout_fut
-                    {
-                        if Pin::new(h1_header_read_timeout_fut).poll(cx).is_ready() {
-                            self.state.h1_header_read_timeout_running = false;
+                    if let (Some(h1_header_read_timeout_fut), Some(timer)) = (
+                        &mut self.state.h1_header_read_timeout_fut,
+                        &mut self.state.h1_header_read_timer,
+                    ) {
+                        while Pin::new(&mut *h1_header_read_timeout_fut).poll(cx).is_ready() {
+                            let (fires_at, read_deadline) = *timer;
+                            if fires_at >= read_deadline {
+                                self.state.h1_header_read_timeout_running = false;
 
-                            warn!("read header from client timeout");
-                            return Poll::Ready(Some(Err(crate::Error::new_header_timeout())));
+                                warn!("read header from client timeout");
+                                return Poll::Ready(Some(Err(crate::Error::new_header_timeout())));
+                            }
+                            // maitred: set for an earlier request; move it to this deadline.
+                            self.state
+                                .timer
+                                .reset(h1_header_read_timeout_fut, read_deadline);
+                            *timer = (read_deadline, read_deadline);
                         }
                     }
                 }
@@ -276,10 +299,10 @@ where
             }
         };
 
+        // maitred: the timer is kept for the next request (see above).
         #[cfg(feature = "server")]
         {
             self.state.h1_header_read_timeout_running = false;
-            self.state.h1_header_read_timeout_fut = None;
         }
 
         // Note: don't deconstruct `msg` into local variables, it appears
@@ -959,6 +982,9 @@ struct State {
     h1_header_read_timeout_fut: Option<Pin<Box<dyn Sleep>>>,
     #[cfg(feature = "server")]
     h1_header_read_timeout_running: bool,
+    /// maitred: (when the timer is set to fire, when the current header read times out).
+    #[cfg(feature = "server")]
+    h1_header_read_timer: Option<(std::time::Instant, std::time::Instant)>,
     #[cfg(feature = "server")]
     date_header: bool,
     #[cfg(feature = "server")]
