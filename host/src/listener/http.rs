@@ -1,23 +1,27 @@
 //! HTTP listeners: accept TCP connections and serve HTTP/1.1 and HTTP/2 on each, handing
 //! every request to [`crate::proxy::handle`].
 //!
-//! - `http`: cleartext; HTTP/2 by prior knowledge (h2c) on the same port.
+//! - `http`: cleartext; HTTP/2 by prior knowledge (h2c) on the same port, told apart by
+//!   peeking at the connection's first bytes.
 //! - `https`: TLS terminated here (rustls; certificate by SNI; ALPN picks `h2` or
 //!   `http/1.1`), with an optional client-certificate check.
+//!
+//! Once the protocol is known the connection goes to hyper's HTTP/1 or HTTP/2 server
+//! directly, on the bare socket where possible: no per-read wrapper on the hot path.
 //!
 //! Either may expect a PROXY protocol header first (`accept_proxy_protocol`), which then
 //! supplies the client address. Connections are served with upgrades enabled, so WebSocket
 //! handshakes can be proxied.
 
 use super::closing::{Closing, ClosingWatch};
-use super::preface::{Prefixed, read_proxy_header};
+use super::preface::{self, Prefixed, read_proxy_header};
 use crate::config::ListenerConfig;
 use crate::proxy::{self, ConnectionContext};
 use crate::runtime::drain::Drain;
 use crate::runtime::server::Shared;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,33 +33,37 @@ use tokio_rustls::TlsAcceptor;
 /// The settings of an HTTP or HTTPS listener, built with each snapshot (so a reload changes
 /// timeouts and certificates for new connections).
 pub struct HttpSettings {
-    builder: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     /// `https`: the TLS acceptor; `None` for cleartext.
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    /// Also bounds the wait for a new connection's first bytes.
+    header_read_timeout: Duration,
     accept_proxy_protocol: bool,
 }
 
 impl HttpSettings {
     /// The connection settings of listener `config`.
     pub fn new(config: &ListenerConfig) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_size.max(8192))
             .keep_alive(true);
-        builder
-            .http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_header_list_size(config.max_header_size as u32)
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(Duration::from_secs(30)));
         HttpSettings {
-            builder,
+            http1,
+            http2,
             tls: config.tls.clone().map(TlsAcceptor::from),
             handshake_timeout: config.handshake_timeout,
+            header_read_timeout: config.header_read_timeout,
             accept_proxy_protocol: config.accept_proxy_protocol,
         }
     }
@@ -127,7 +135,8 @@ async fn serve_connection(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let settings = connection.settings.clone();
     if !settings.accept_proxy_protocol && settings.tls.is_none() {
-        return serve_http_on(connection, stream, client, "http").await;
+        let http2 = preface::peek_h2_preface(&stream, settings.header_read_timeout).await?;
+        return serve_http_on(connection, stream, client, "http", http2).await;
     }
     let mut prefix = bytes::BytesMut::new();
     if settings.accept_proxy_protocol {
@@ -135,25 +144,34 @@ async fn serve_connection(
         client = source.unwrap_or(client);
         prefix = rest;
     }
-    let stream = Prefixed::new(prefix, stream);
     match &settings.tls {
-        None => serve_http_on(connection, stream, client, "http").await,
+        None => {
+            let http2 =
+                preface::read_h2_preface(&mut stream, &mut prefix, settings.header_read_timeout)
+                    .await?;
+            let stream = Prefixed::new(prefix, stream);
+            serve_http_on(connection, stream, client, "http", http2).await
+        }
         Some(acceptor) => {
+            let stream = Prefixed::new(prefix, stream);
             let tls = tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream))
                 .await
                 .map_err(|_| "TLS handshake timed out")??;
-            serve_http_on(connection, tls, client, "https").await
+            let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_http_on(connection, tls, client, "https", http2).await
         }
     }
 }
 
-/// Serves HTTP on `io` (whatever it is layered on) until the client is done.
-/// When the listener closes, the connection finishes the request in progress and closes.
+/// Serves HTTP/1.1 (with upgrades) or, when `http2`, HTTP/2 on `io` (whatever it is layered
+/// on) until the client is done. When the listener closes, the connection finishes the
+/// requests in progress and closes.
 async fn serve_http_on<I>(
     connection: Connection,
     io: I,
     client: SocketAddr,
     proto: &'static str,
+    http2: bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -170,16 +188,29 @@ where
         let context = context.clone();
         async move { Ok::<_, Infallible>(proxy::handle(&context, req).await) }
     });
-    let served = settings
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(served);
-    tokio::select! {
-        biased;
-        result = served.as_mut() => result,
-        () = listener_closed.closed() => {
-            served.as_mut().graceful_shutdown();
-            served.await
+    let io = TokioIo::new(io);
+    if http2 {
+        let served = settings.http2.serve_connection(io, service);
+        tokio::pin!(served);
+        tokio::select! {
+            biased;
+            result = served.as_mut() => result?,
+            () = listener_closed.closed() => {
+                served.as_mut().graceful_shutdown();
+                served.await?
+            }
+        }
+    } else {
+        let served = settings.http1.serve_connection(io, service).with_upgrades();
+        tokio::pin!(served);
+        tokio::select! {
+            biased;
+            result = served.as_mut() => result?,
+            () = listener_closed.closed() => {
+                served.as_mut().graceful_shutdown();
+                served.await?
+            }
         }
     }
+    Ok(())
 }

@@ -1,9 +1,12 @@
-//! What a client may send before its protocol starts: a PROXY protocol header, when the
-//! listener sits behind another balancer (`accept_proxy_protocol = true`).
+//! What a client sends before its protocol starts: a PROXY protocol header, when the
+//! listener sits behind another balancer (`accept_proxy_protocol = true`), and on cleartext
+//! listeners the HTTP/2 connection preface that tells h2c from HTTP/1.1.
 //!
 //! [`read_proxy_header`] reads until the header is complete (bounded by
 //! [`proxy_protocol::MAX_HEADER_LEN`] and a deadline); bytes read past it are not lost but
 //! handed back, and [`Prefixed`] replays them ahead of the rest of the stream.
+//! [`peek_h2_preface`] looks for the preface without reading (so the connection is served
+//! on the bare socket); [`read_h2_preface`] does the same behind a PROXY header.
 
 use super::proxy_protocol::{self, Header};
 use bytes::{Buf, BytesMut};
@@ -13,6 +16,69 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether `bytes` (what the client sent so far) decide the protocol: `Some(true)` for the
+/// HTTP/2 preface, `Some(false)` for anything else, `None` while they are a part of it.
+fn h2_preface_in(bytes: &[u8]) -> Option<bool> {
+    let n = bytes.len().min(H2_PREFACE.len());
+    if bytes[..n] != H2_PREFACE[..n] {
+        Some(false)
+    } else if n == H2_PREFACE.len() {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Whether the client on `stream` starts with the HTTP/2 preface (h2c by prior knowledge),
+/// looked at without reading it, within `timeout`. A client that closes first is not
+/// HTTP/2 (the HTTP/1 server then sees the end of the stream).
+pub async fn peek_h2_preface(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
+    let peek = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut buf).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if let Some(http2) = h2_preface_in(&buf[..n]) {
+                return Ok(http2);
+            }
+            // A part of the preface: peeking leaves the socket readable, so waiting for
+            // readiness would return at once; look again shortly.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(timeout, peek)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request in time"))?
+}
+
+/// Like [`peek_h2_preface`], for a stream that cannot be peeked: reads into `buf` (after
+/// what it holds already) until the protocol is known; `buf` is then to be replayed.
+pub async fn read_h2_preface<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> io::Result<bool> {
+    let read = async {
+        loop {
+            if let Some(http2) = h2_preface_in(buf) {
+                return Ok(http2);
+            }
+            if stream.read_buf(buf).await? == 0 {
+                return Ok(false);
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request in time"))?
+}
 
 /// Reads a PROXY v1/v2 header from `stream` within `timeout`.
 ///
@@ -133,6 +199,79 @@ mod tests {
         let (addr, line) = reader.await.unwrap();
         assert_eq!(addr, Some(source));
         assert_eq!(&line, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn the_h2_preface_is_told_from_http1() {
+        assert_eq!(h2_preface_in(b""), None);
+        assert_eq!(h2_preface_in(b"PRI * HTTP/2"), None);
+        assert_eq!(h2_preface_in(H2_PREFACE), Some(true));
+        assert_eq!(
+            h2_preface_in(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0"),
+            Some(true)
+        );
+        assert_eq!(h2_preface_in(b"GET / HTTP/1.1\r\n"), Some(false));
+        assert_eq!(h2_preface_in(b"PRIX"), Some(false));
+    }
+
+    #[tokio::test]
+    async fn the_h2_preface_is_read_in_pieces_and_kept() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let reader = tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            let http2 = read_h2_preface(&mut server, &mut buf, Duration::from_secs(5)).await;
+            (http2.unwrap(), buf)
+        });
+        client.write_all(&H2_PREFACE[..5]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        client.write_all(&H2_PREFACE[5..]).await.unwrap();
+        let (http2, buf) = reader.await.unwrap();
+        assert!(http2);
+        assert_eq!(&buf[..], H2_PREFACE);
+    }
+
+    #[tokio::test]
+    async fn peeking_leaves_the_bytes_and_waits_for_a_split_preface() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.set_nodelay(true).unwrap();
+        client.write_all(&H2_PREFACE[..9]).await.unwrap();
+        let peeking = tokio::spawn(async move {
+            let http2 = peek_h2_preface(&server, Duration::from_secs(5))
+                .await
+                .unwrap();
+            (http2, server)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(&H2_PREFACE[9..]).await.unwrap();
+        let (http2, mut server) = peeking.await.unwrap();
+        assert!(http2);
+        let mut read = [0u8; 24];
+        server.read_exact(&mut read).await.unwrap();
+        assert_eq!(&read, H2_PREFACE);
+
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert!(
+            !peek_h2_preface(&server, Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        drop(client);
+        let (_client, server) = (
+            TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap(),
+            listener.accept().await.unwrap().0,
+        );
+        let silent = peek_h2_preface(&server, Duration::from_millis(50)).await;
+        assert_eq!(silent.unwrap_err().kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]
