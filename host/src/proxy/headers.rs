@@ -107,12 +107,20 @@ pub fn request_authority(parts: &Parts) -> Option<&str> {
 
 /// The host part of an authority, without port, for routing (`Api.Example.com:80` -> `Api.Example.com`).
 pub fn host_without_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority.split_inclusive(']').next().unwrap_or(authority);
-    }
-    authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host)
+    let bytes = authority.as_bytes();
+    let end = if bytes.first() == Some(&b'[') {
+        // `[v6]:port`: up to and including the `]`.
+        bytes
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(bytes.len(), |i| i + 1)
+    } else {
+        bytes
+            .iter()
+            .rposition(|&b| b == b':')
+            .unwrap_or(bytes.len())
+    };
+    &authority[..end]
 }
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
@@ -190,18 +198,22 @@ pub fn prepare_upstream_request(parts: &mut Parts, forwarding: Forwarding<'_>) {
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        Some(previous) => {
-            let mut joined = Vec::with_capacity(previous.len() + 2 + forwarding.client_ip.len());
-            joined.extend_from_slice(previous.as_bytes());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(forwarding.client_ip.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Vacant(entry) => {
+            entry.insert(forwarding.client_ip.clone());
         }
-        None => Some(forwarding.client_ip.clone()),
-    };
-    if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, value);
+        // Every earlier hop's list (there may be several lines), then the client.
+        header::Entry::Occupied(mut entry) => {
+            let mut joined = Vec::with_capacity(64);
+            for previous in entry.iter() {
+                joined.extend_from_slice(previous.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(forwarding.client_ip.as_bytes());
+            if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                entry.insert(value);
+            }
+        }
     }
     headers.insert(
         X_FORWARDED_PROTO,
@@ -340,6 +352,8 @@ mod tests {
         assert_eq!(host_without_port("a.example.com:8080"), "a.example.com");
         assert_eq!(host_without_port("a.example.com"), "a.example.com");
         assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+        assert_eq!(host_without_port(""), "");
     }
 
     #[test]
@@ -356,5 +370,21 @@ mod tests {
         assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(p.headers["x-forwarded-proto"], "http");
         assert_eq!(p.headers["x-forwarded-host"], "a");
+
+        // Several lines from earlier hops are joined into one list.
+        let mut p = parts(&[
+            ("host", "a"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2, 10.0.0.3"),
+        ]);
+        prepare_upstream_request(
+            &mut p,
+            Forwarding {
+                client_ip: &client_ip,
+                proto: "http",
+            },
+        );
+        let all: Vec<_> = p.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.2"]);
     }
 }
