@@ -58,17 +58,28 @@ impl Rejection {
     }
 }
 
-/// Checks the framing headers for shapes used in request smuggling.
+/// Checks the framing headers for shapes used in request smuggling, and returns the
+/// request's authority (see [`request_authority`]).
 ///
 /// hyper has already rejected malformed request lines, header names and values, and (patched,
 /// see `vendor/README.md`) HTTP/1 requests with both framings or repeated `Content-Length`
 /// lines. These checks cover what remains for every protocol, HTTP/2 included: shapes a proxy
 /// must not forward because another hop may read them differently.
-pub fn validate_request(parts: &Parts) -> Result<(), Rejection> {
-    let headers = &parts.headers;
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let length = lengths.next();
-    if lengths.next().is_some() {
+pub fn validate_request(parts: &Parts) -> Result<&str, Rejection> {
+    // One pass over the headers instead of a lookup per name.
+    let (mut length, mut lengths, mut encoding, mut encodings, mut host) = (None, 0, None, 0, None);
+    for (name, value) in &parts.headers {
+        if *name == header::CONTENT_LENGTH {
+            length = Some(value);
+            lengths += 1;
+        } else if *name == header::TRANSFER_ENCODING {
+            encoding = Some(value);
+            encodings += 1;
+        } else if *name == header::HOST && host.is_none() {
+            host = Some(value);
+        }
+    }
+    if lengths > 1 {
         return Err(Rejection::BadContentLength);
     }
     if let Some(len) = length {
@@ -77,19 +88,19 @@ pub fn validate_request(parts: &Parts) -> Result<(), Rejection> {
             return Err(Rejection::BadContentLength);
         }
     }
-    let mut encodings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(te) = encodings.next() {
+    if let Some(te) = encoding {
         if length.is_some() {
             return Err(Rejection::LengthAndChunked);
         }
-        if encodings.next().is_some() || !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+        if encodings > 1 || !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
             return Err(Rejection::BadTransferEncoding);
         }
     }
-    if request_authority(parts).is_none() {
-        return Err(Rejection::MissingHost);
-    }
-    Ok(())
+    let authority = match parts.uri.authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => host.and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty()),
+    };
+    authority.ok_or(Rejection::MissingHost)
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute-form) or the `Host` header.
@@ -296,12 +307,31 @@ mod tests {
         assert_eq!(validate_request(&parts(&[])), Err(Rejection::MissingHost));
         assert_eq!(
             validate_request(&parts(&[host, ("transfer-encoding", "Chunked")])),
-            Ok(())
+            Ok("a")
         );
         assert_eq!(
             validate_request(&parts(&[host, ("content-length", "12")])),
-            Ok(())
+            Ok("a")
         );
+        assert_eq!(
+            validate_request(&parts(&[
+                host,
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked")
+            ])),
+            Err(Rejection::BadTransferEncoding)
+        );
+        assert_eq!(
+            validate_request(&parts(&[("host", "")])),
+            Err(Rejection::MissingHost)
+        );
+        // HTTP/2 and absolute-form requests carry the authority in the URI.
+        let absolute = http::Request::get("http://b.example:8080/x")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(validate_request(&absolute), Ok("b.example:8080"));
     }
 
     #[test]

@@ -137,13 +137,15 @@ async fn serve(
     let (parts, body) = req.into_parts();
 
     // 1. validate
-    if let Err(rejection) = headers::validate_request(&parts) {
-        tracing::debug!(client = %conn.client, "rejected request: {}", rejection.reason());
-        return responses::error(StatusCode::BAD_REQUEST);
-    }
+    let authority = match headers::validate_request(&parts) {
+        Ok(authority) => authority,
+        Err(rejection) => {
+            tracing::debug!(client = %conn.client, "rejected request: {}", rejection.reason());
+            return responses::error(StatusCode::BAD_REQUEST);
+        }
+    };
 
     // 2. route
-    let authority = headers::request_authority(&parts).unwrap_or_default();
     let host = headers::host_without_port(authority);
     let Some(route) = snapshot.route(&conn.listener, host, parts.uri.path()) else {
         return responses::error(StatusCode::NOT_FOUND);
