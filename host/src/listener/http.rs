@@ -189,28 +189,31 @@ where
         async move { Ok::<_, Infallible>(proxy::handle(&context, req).await) }
     });
     let io = TokioIo::new(io);
+    let closed = listener_closed.closed();
     if http2 {
         let served = settings.http2.serve_connection(io, service);
-        tokio::pin!(served);
-        tokio::select! {
-            biased;
-            result = served.as_mut() => result?,
-            () = listener_closed.closed() => {
-                served.as_mut().graceful_shutdown();
-                served.await?
-            }
-        }
+        until_closed(served, closed, |served| served.graceful_shutdown()).await?;
     } else {
         let served = settings.http1.serve_connection(io, service).with_upgrades();
-        tokio::pin!(served);
-        tokio::select! {
-            biased;
-            result = served.as_mut() => result?,
-            () = listener_closed.closed() => {
-                served.as_mut().graceful_shutdown();
-                served.await?
-            }
-        }
+        until_closed(served, closed, |served| served.graceful_shutdown()).await?;
     }
     Ok(())
+}
+
+/// Drives the connection `served` to its end; once `closed` completes first, tells it with
+/// `shut_down` to finish the requests in progress and accept no more.
+async fn until_closed<C: Future<Output = hyper::Result<()>>>(
+    served: C,
+    closed: impl Future<Output = ()>,
+    shut_down: impl FnOnce(std::pin::Pin<&mut C>),
+) -> hyper::Result<()> {
+    tokio::pin!(served);
+    tokio::select! {
+        biased;
+        result = served.as_mut() => result,
+        () = closed => {
+            shut_down(served.as_mut());
+            served.await
+        }
+    }
 }

@@ -20,17 +20,8 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// The index of `name` in [`HOP_BY_HOP`], if it is there.
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    match name.as_str() {
-        "connection" => Some(0),
-        "keep-alive" => Some(1),
-        "proxy-connection" => Some(2),
-        "te" => Some(3),
-        "trailer" => Some(4),
-        "transfer-encoding" => Some(5),
-        "upgrade" => Some(6),
-        "proxy-authenticate" => Some(7),
-        _ => None,
-    }
+    let name = name.as_str();
+    HOP_BY_HOP.iter().position(|hop| *hop == name)
 }
 
 /// Why a request is refused before routing.
