@@ -22,7 +22,6 @@ use crate::runtime::server::Shared;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,8 +184,7 @@ where
     } = connection;
     let context = Arc::new(ConnectionContext::new(shared, name, client, proto));
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let context = context.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(&context, req).await) }
+        proxy::handle(context.clone(), req)
     });
     let io = TokioIo::new(io);
     let closed = listener_closed.closed();

@@ -38,6 +38,7 @@ use filters::ChainRun;
 use headers::Forwarding;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -77,15 +78,42 @@ impl ConnectionContext {
     }
 }
 
-/// Serves one request. Never fails: every problem becomes a small error response.
-pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Serves one request. Never fails: every problem becomes a small error response (the
+/// `Result` is the shape hyper's services have; it is never `Err`).
+///
+/// Phases 1 and 2 ([`admit`]) are synchronous; only phases 3 to 7 ([`proxy_on_route`]) are a
+/// future of their own. Every level of nested `async fn` costs a copy of the whole inner
+/// future per request, so the path stays shallow.
+pub async fn handle(
+    conn: Arc<ConnectionContext>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let logged = access_log::enabled().then(|| {
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         (SystemTime::now(), req.method().clone(), path.to_owned())
     });
     let mut trace = Trace::starting(started);
-    let mut response = serve(conn, req, &mut trace).await;
+    let snapshot = conn.shared.snapshot.load_full();
+    let mut response = match admit(&conn, &snapshot, req) {
+        Ok(admitted) => {
+            let Admitted {
+                route,
+                parts,
+                body,
+                upgrade,
+            } = admitted;
+            trace.route = Some(route.index);
+            let method = parts.method.clone();
+            let response =
+                proxy_on_route(&conn, &snapshot, route, parts, body, upgrade, &mut trace).await;
+            route
+                .metrics
+                .record(&method, response.status(), trace.started.elapsed());
+            response
+        }
+        Err(refused) => refused,
+    };
     if let Some((time, method, path)) = logged {
         let record = AccessRecord {
             time,
@@ -102,7 +130,7 @@ pub async fn handle(conn: &ConnectionContext, req: Request<Incoming>) -> Respons
         };
         response.body_mut().log_when_done(record, started);
     }
-    response
+    Ok(response)
 }
 
 /// When a request started, and what the access log records about how it was served.
@@ -126,14 +154,22 @@ impl Trace {
     }
 }
 
-/// Phases 1 to 7 (see the module docs).
-async fn serve(
+/// A request that passed phases 1 and 2, split for the rest of its way.
+struct Admitted<'s> {
+    route: &'s Route,
+    parts: http::request::Parts,
+    body: Incoming,
+    upgrade: Option<upgrade::Requested>,
+}
+
+/// Phases 1 and 2 (see the module docs): validate the request, then route it. `Err` is the
+/// response that refuses it (400 or 404).
+fn admit<'s>(
     conn: &ConnectionContext,
+    snapshot: &'s Snapshot,
     mut req: Request<Incoming>,
-    trace: &mut Trace,
-) -> Response<ProxyBody> {
-    let snapshot = conn.shared.snapshot.load_full();
-    let client_upgrade = upgrade::Requested::take(&mut req);
+) -> Result<Admitted<'s>, Response<ProxyBody>> {
+    let upgrade = upgrade::Requested::take(&mut req);
     let (parts, body) = req.into_parts();
 
     // 1. validate
@@ -141,23 +177,21 @@ async fn serve(
         Ok(authority) => authority,
         Err(rejection) => {
             tracing::debug!(client = %conn.client, "rejected request: {}", rejection.reason());
-            return responses::error(StatusCode::BAD_REQUEST);
+            return Err(responses::error(StatusCode::BAD_REQUEST));
         }
     };
 
     // 2. route
     let host = headers::host_without_port(authority);
     let Some(route) = snapshot.route(&conn.listener, host, parts.uri.path()) else {
-        return responses::error(StatusCode::NOT_FOUND);
+        return Err(responses::error(StatusCode::NOT_FOUND));
     };
-
-    trace.route = Some(route.index);
-    let method = parts.method.clone();
-    let response = proxy_on_route(conn, &snapshot, route, parts, body, client_upgrade, trace).await;
-    route
-        .metrics
-        .record(&method, response.status(), trace.started.elapsed());
-    response
+    Ok(Admitted {
+        route,
+        parts,
+        body,
+        upgrade,
+    })
 }
 
 /// Phases 3 to 7 of a request that matched `route`.
@@ -240,7 +274,9 @@ async fn proxy_on_route(
         requested.restore(&mut parts.headers);
     }
     let method = parts.method.clone();
-    let forwarded = match forward::forward(upstream, parts, body, conn.client).await {
+    // Boxed: the forwarding future is the largest part of a request's state, and inline it
+    // would be copied again at every level above (hyper moves the request future too).
+    let forwarded = match Box::pin(forward::forward(upstream, parts, body, conn.client)).await {
         Ok(forwarded) => forwarded,
         Err(failure) => {
             tracing::warn!(route = route.index, upstream = %upstream.name, "{}", failure.reason);

@@ -19,6 +19,24 @@ pub(super) fn connection_close(value: &HeaderValue) -> bool {
     connection_has(value, "close")
 }
 
+// maitred: whether a `Connection` value lists nothing but `close` and `keep-alive`. The
+// parser has already acted on those, and they concern this connection only, so such a line
+// is not kept in the parsed message's header map (a proxy would have to remove it again).
+#[cfg(feature = "http1")]
+pub(super) fn connection_only_persistence(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    // The one-option lines nearly every message has, without splitting.
+    if bytes.eq_ignore_ascii_case(b"keep-alive") || bytes.eq_ignore_ascii_case(b"close") {
+        return true;
+    }
+    bytes.split(|&b| b == b',').all(|token| {
+        let token = token.trim_ascii();
+        token.is_empty()
+            || token.eq_ignore_ascii_case(b"keep-alive")
+            || token.eq_ignore_ascii_case(b"close")
+    })
+}
+
 // Returns true if any `Connection` header field carries a `close` token.
 // A message may have more than one `Connection` header line, so all of them
 // must be inspected (`get`/`connection_close` alone only sees the first).

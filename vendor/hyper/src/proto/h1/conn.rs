@@ -354,7 +354,10 @@ where
             ));
         }
 
-        self.state.allow_trailer_fields = headers::te_is_trailers(&msg.head.headers);
+        // maitred: only a server reads this (may it send trailers to its client?), so a
+        // client does not look up `TE` in every response it parses.
+        self.state.allow_trailer_fields =
+            T::is_server() && headers::te_is_trailers(&msg.head.headers);
 
         Poll::Ready(Some(Ok((msg.head, msg.decode, wants))))
     }

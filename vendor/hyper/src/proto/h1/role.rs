@@ -321,6 +321,10 @@ impl Http1Transaction for Server {
                         // HTTP/1.0, which defaults to close
                         keep_alive = headers::connection_keep_alive(&value);
                     }
+                    // maitred: acted on above, and hop-by-hop: not kept.
+                    if headers::connection_only_persistence(&value) {
+                        continue;
+                    }
                 }
                 header::EXPECT => {
                     // According to https://datatracker.ietf.org/doc/html/rfc2616#section-14.20
@@ -1140,6 +1144,10 @@ impl Http1Transaction for Client {
                     } else if !keep_alive {
                         // HTTP/1.0, which defaults to close
                         keep_alive = headers::connection_keep_alive(&value);
+                    }
+                    // maitred: acted on above, and hop-by-hop: not kept.
+                    if headers::connection_only_persistence(&value) {
+                        continue;
                     }
                 }
 
